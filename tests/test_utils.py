@@ -1,0 +1,25 @@
+from pathlib import Path
+
+import pytest
+
+from unetseg._utils import atomic_write
+
+
+def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "f.bin"
+    with atomic_write(path) as handle:
+        handle.write(b"first")
+    with atomic_write(path) as handle:
+        handle.write(b"second")
+    assert path.read_bytes() == b"second"
+    assert [p.name for p in path.parent.iterdir()] == ["f.bin"]
+
+
+def test_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    path = tmp_path / "f.json"
+    path.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(path, "w") as handle:
+        handle.write("half")
+        raise RuntimeError("disk full")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
