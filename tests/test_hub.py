@@ -19,7 +19,7 @@ import torch
 from huggingface_hub import HfApi
 from safetensors.torch import load_file, save_file
 
-from unetseg import ConfigError, UNet, WeightsError, hub, safe_load
+from unetseg import ConfigError, UNet, WeightsError, _locate, hub, safe_load
 from unetseg.safe_load import MAX_HEADER_BYTES
 
 FILES = {"config.json", "model.safetensors", "README.md"}
@@ -169,6 +169,30 @@ def test_failed_save_keeps_previous_checkpoint(
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in saved.iterdir()} == before  # no temp files either
     assert UNet.from_pretrained(saved).config.num_classes == 3
+
+
+def test_failed_rename_keeps_previous_checkpoint(
+    saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+
+    def fail(*args: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(WeightsError, match="previous files kept"):
+        UNet(1, 5, base_channels=4, depth=2).save_pretrained(saved)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+
+
+def test_saved_files_are_readable_by_others(saved: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        UNet(1, 2, base_channels=4, depth=2).save_pretrained(saved)
+    finally:
+        os.umask(umask)
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in saved.iterdir())
 
 
 def test_failed_first_save_leaves_no_partial_checkpoint(
@@ -449,13 +473,13 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The file names requested from huggingface_hub."""
     names: list[str] = []
-    real = hub.hf_hub_download
+    real = _locate.hf_hub_download
 
     def spy(repo_id: str, filename: str, **kwargs: Any) -> str:
         names.append(filename)
         return real(repo_id, filename, **kwargs)
 
-    monkeypatch.setattr(hub, "hf_hub_download", spy)
+    monkeypatch.setattr(_locate, "hf_hub_download", spy)
     return names
 
 

@@ -14,27 +14,20 @@ header is checked against the config before any tensor is read (``safe_load.py``
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar
 
 import safetensors.torch
 import torch
-from huggingface_hub import HfApi, constants, hf_hub_download
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    HFValidationError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
+from huggingface_hub import HfApi
 from torch import nn
 
-from ._utils import atomic_write, logger
+from ._locate import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_checkpoint
+from ._utils import _fsync_dir, logger
 from .config import UNetConfig
 from .errors import ConfigError, WeightsError
 from .model_card import render_model_card
@@ -42,18 +35,7 @@ from .safe_load import load_safetensors
 
 __all__ = ["CARD_NAME", "CONFIG_NAME", "WEIGHTS_NAME", "HubMixin", "read_config"]
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
-#: A config is a few kB; anything much larger is not ours.
-MAX_CONFIG_BYTES = 2**20
-#: Suffixes of pickle-based weights, which are refused, never loaded.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-_CONVERT = (
-    "unpickling can run arbitrary code, so unetseg never loads it. Convert it once, where you "
-    "trust its source: model.load_state_dict(torch.load(path, weights_only=True)) on a UNet "
-    "built with the same arguments, then model.save_pretrained(folder)"
-)
 
 _M = TypeVar("_M", bound="HubMixin")
 
@@ -63,196 +45,6 @@ if TYPE_CHECKING:
     _Base = nn.Module
 else:
     _Base = object
-
-
-def read_config(path: str | os.PathLike[str]) -> UNetConfig:
-    """Read and validate ``config.json``, refusing anything unexpected.
-
-    Besides ``UNetConfig.from_dict``'s checks (types, ranges, unknown keys, a newer
-    ``format_version``), this refuses oversized files, invalid UTF-8 or JSON, duplicate keys
-    and the non-standard ``NaN``/``Infinity`` literals.
-
-    Args:
-        path: the ``config.json`` file.
-
-    Returns:
-        The validated config.
-
-    Raises:
-        WeightsError: the file is missing or unreadable.
-        ConfigError: its content is not a valid unetseg config; the message names the file.
-    """
-    path = Path(path)
-    fix = "re-save the model with model.save_pretrained() or correct the file"
-    try:
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: {size:,} bytes is far too large for a unetseg config")
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise WeightsError(
-            f"{path} is missing: unetseg needs it to rebuild the network and its "
-            "preprocessing; save checkpoints with model.save_pretrained(folder)"
-        ) from None
-    except OSError as err:
-        raise WeightsError(f"{path}: cannot read ({err.strerror or err})") from None
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [key for key, _ in pairs]
-        if len(set(keys)) != len(keys):
-            raise ConfigError(f"{path}: duplicate keys in one object: {sorted(keys)}; {fix}")
-        return dict(pairs)
-
-    def no_constants(name: str) -> Any:
-        raise ConfigError(f"{path}: {name} is not valid JSON; {fix}")
-
-    try:
-        data = json.loads(
-            raw.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=no_constants
-        )
-    except ConfigError:
-        raise
-    except (UnicodeDecodeError, ValueError) as err:
-        raise ConfigError(f"{path}: not valid JSON ({err}); {fix}") from None
-    return UNetConfig.from_dict(data, source=str(path))
-
-
-def _local_files(folder: Path) -> tuple[Path, Path]:
-    weights, config = folder / WEIGHTS_NAME, folder / CONFIG_NAME
-    if not weights.is_file():
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-        if pickles:
-            raise WeightsError(
-                f"{folder}: no {WEIGHTS_NAME}, only pickle weights ({', '.join(pickles)}); "
-                + _CONVERT
-            )
-        raise WeightsError(
-            f"{folder}: no {WEIGHTS_NAME}; a unetseg checkpoint folder holds {CONFIG_NAME} and "
-            f"{WEIGHTS_NAME}, written by model.save_pretrained(folder)"
-        )
-    if not config.is_file():
-        read_config(config)  # raises the missing-file error
-    return config, weights
-
-
-def _looks_like_path(name: str) -> bool:
-    return (
-        name.startswith((".", "/", "~", "\\"))
-        or name.count("/") > 1
-        or "\\" in name
-        or (len(name) > 1 and name[1] == ":")  # C:\...
-    )
-
-
-def _hub_files(
-    repo_id: str,
-    *,
-    revision: str | None,
-    cache_dir: str | os.PathLike[str] | None,
-    local_files_only: bool,
-    token: str | bool | None,
-) -> tuple[Path, Path]:
-    from . import __version__
-
-    # Read the environment now, not at import time, so HF_HUB_OFFLINE=1 set by a user
-    # (or a test) after importing still means "never touch the network".
-    offline = (
-        local_files_only
-        or constants.HF_HUB_OFFLINE
-        or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
-    )
-    where = f"{repo_id!r}" + (f" (revision {revision!r})" if revision else "")
-    paths = []
-    for filename in (CONFIG_NAME, WEIGHTS_NAME):  # never a .bin: only these two are fetched
-        try:
-            path = hf_hub_download(
-                repo_id,
-                filename,
-                revision=revision,
-                cache_dir=None if cache_dir is None else Path(cache_dir),
-                local_files_only=offline,
-                token=token,
-                library_name="unetseg",
-                library_version=__version__,
-            )
-        except LocalEntryNotFoundError:
-            cache = Path(cache_dir or constants.HF_HUB_CACHE)
-            reason = (
-                "offline mode is on (HF_HUB_OFFLINE=1 or local_files_only=True)"
-                if offline
-                else "the Hub cannot be reached"
-            )
-            raise WeightsError(
-                f"cannot load {where}: {reason} and {filename} is not in the Hugging Face "
-                f"cache at {cache} (nor is there a local folder of that name). Fetch it once "
-                f"with network access (UNet.from_pretrained({repo_id!r})), or download it "
-                f"elsewhere with `hf download {repo_id} {CONFIG_NAME} {WEIGHTS_NAME} "
-                "--local-dir DIR` and pass that folder"
-            ) from None
-        except EntryNotFoundError:
-            what = (
-                f"no {WEIGHTS_NAME}; unetseg loads only safetensors, never pickle files "
-                "such as pytorch_model.bin"
-                if filename == WEIGHTS_NAME
-                else f"no {CONFIG_NAME}, so it is not a unetseg checkpoint"
-            )
-            raise WeightsError(f"Hub repo {where} has {what}") from None
-        except RevisionNotFoundError:
-            raise WeightsError(
-                f"Hub repo {repo_id!r} has no revision {revision!r}; pass a branch, tag or "
-                "commit that exists"
-            ) from None
-        except RepositoryNotFoundError:  # also GatedRepoError
-            raise WeightsError(
-                f"{repo_id!r} is not a local folder, and the Hub has no model repo of that "
-                "name that you can read: check the spelling, or for a private or gated repo "
-                "pass token= (or run `hf auth login`)"
-            ) from None
-        except HFValidationError:
-            raise WeightsError(
-                f"{repo_id!r} is neither an existing folder nor a valid Hub repo id ('org/name')"
-            ) from None
-        except OSError as err:  # HTTP errors, timeouts, a full cache disk
-            raise WeightsError(f"cannot download {filename} of {where}: {err}") from None
-        paths.append(Path(path))
-    return paths[0], paths[1]
-
-
-def resolve_checkpoint(
-    name_or_path: str | os.PathLike[str],
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-) -> tuple[Path, Path]:
-    """Find ``config.json`` and ``model.safetensors`` of a local folder or Hub repo.
-
-    A local folder wins over a Hub repo of the same name.
-
-    Returns:
-        ``(config_path, weights_path)``.
-
-    Raises:
-        WeightsError: nothing usable found; the message says where it looked and what to do.
-    """
-    name = os.fspath(name_or_path)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return _local_files(path)
-    if path.is_file():
-        raise WeightsError(
-            f"{path} is a file; pass the folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}"
-        )
-    if _looks_like_path(name) or not isinstance(name_or_path, str):
-        raise WeightsError(f"{path}: no such folder")
-    return _hub_files(
-        name,
-        revision=revision,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        token=token,
-    )
 
 
 def _fine_tune_config(saved: UNetConfig, num_classes: int | None) -> UNetConfig:
@@ -277,15 +69,34 @@ def _fine_tune_config(saved: UNetConfig, num_classes: int | None) -> UNetConfig:
 
 
 def _write_all(folder: Path, files: Sequence[tuple[str, bytes]]) -> None:
-    # Every file goes to a temp file and is fsynced first; only when all are on disk are
-    # they renamed into place, so a failure mid-save (full disk, crash, exception) leaves
-    # the previous checkpoint complete and consistent, and no temp files behind.
-    with contextlib.ExitStack() as stack:
+    """Replace several files in ``folder`` together, keeping the old ones on any failure.
+
+    Each file is written to a temp file beside its target and fsynced; only when every one
+    is on disk are they renamed into place (renames in one folder need no space), so a full
+    disk, an exception or a crash while writing leaves the previous checkpoint complete and
+    consistent, with no temp files behind.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    umask = os.umask(0)  # mkstemp makes 0600 files; give them the usual permissions
+    os.umask(umask)
+    staged: list[tuple[Path, Path]] = []
+    try:
         for name, content in files:
-            handle = cast(IO[bytes], stack.enter_context(atomic_write(folder / name, "wb")))
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+            staged.append((Path(tmp_name), folder / name))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp_name, 0o666 & ~umask)
+        while staged:
+            tmp, target = staged[0]
+            os.replace(tmp, target)
+            staged.pop(0)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    _fsync_dir(folder)  # makes the renames durable
 
 
 class HubMixin(_Base):
