@@ -16,12 +16,13 @@ from torch import nn
 
 from .config import UNetConfig
 from .errors import ConfigError, InputError
+from .hub import HubMixin
 from .layers import ConvBlock, DownBlock, UpBlock
 
 __all__ = ["UNet"]
 
 
-class UNet(nn.Module):
+class UNet(HubMixin, nn.Module):
     """U-Net for semantic segmentation.
 
     Build it from arguments or from a ``UNetConfig``::

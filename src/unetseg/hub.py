@@ -1,0 +1,316 @@
+"""Self-describing checkpoints: ``save_pretrained``, ``from_pretrained``, ``push_to_hub``.
+
+A checkpoint is a folder (or a Hugging Face Hub model repo) holding
+
+- ``config.json``: ``UNetConfig.to_dict()``: architecture, classes, preprocessing, metrics;
+- ``model.safetensors``: the weights, BatchNorm running statistics included;
+- ``README.md``: a model card generated from the config (``model_card.py``).
+
+This follows huggingface_hub's ``PyTorchModelHubMixin`` but overrides its lenient defaults:
+key matching is strict, there is no pickle fallback (``.bin``/``.pt`` are refused, never
+loaded), a missing or unknown config is an error rather than a log line, and the weights'
+header is checked against the config before any tensor is read (``safe_load.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import safetensors.torch
+import torch
+from huggingface_hub import HfApi
+from torch import nn
+
+from ._locate import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_checkpoint
+from ._utils import _fsync_dir, logger
+from .config import UNetConfig
+from .errors import ConfigError, WeightsError
+from .model_card import render_model_card
+from .safe_load import load_safetensors
+
+__all__ = ["CARD_NAME", "CONFIG_NAME", "WEIGHTS_NAME", "HubMixin", "read_config"]
+
+CARD_NAME = "README.md"
+
+_M = TypeVar("_M", bound="HubMixin")
+
+# The mixin is an nn.Module for the type checker (it uses state_dict, load_state_dict, ...)
+# but a plain class at run time, so UNet(HubMixin, nn.Module) has one Module in its MRO.
+if TYPE_CHECKING:
+    _Base = nn.Module
+else:
+    _Base = object
+
+
+def _fine_tune_config(saved: UNetConfig, num_classes: int | None) -> UNetConfig:
+    if num_classes is None:
+        return saved
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise ConfigError(f"num_classes must be an integer, got {num_classes!r}")
+    if num_classes == saved.num_classes:
+        return saved
+    # The old classes' metadata describes a head we are about to replace; what describes
+    # the input (channels, mean/std) stays, since the kept layers were trained on it.
+    ignore = saved.ignore_index
+    return saved.replace(
+        num_classes=num_classes,
+        class_names=None,
+        mask_encoding=None,
+        mask_values=None,
+        class_colors=None,
+        metrics=None,
+        ignore_index=None if ignore is not None and 0 <= ignore < num_classes else ignore,
+    )
+
+
+def _write_all(folder: Path, files: Sequence[tuple[str, bytes]]) -> None:
+    """Replace several files in ``folder`` together, keeping the old ones on any failure.
+
+    Each file is written to a temp file beside its target and fsynced; only when every one
+    is on disk are they renamed into place (renames in one folder need no space), so a full
+    disk, an exception or a crash while writing leaves the previous checkpoint complete and
+    consistent, with no temp files behind.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    umask = os.umask(0)  # mkstemp makes 0600 files; give them the usual permissions
+    os.umask(umask)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name, content in files:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+            staged.append((Path(tmp_name), folder / name))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp_name, 0o666 & ~umask)
+        while staged:
+            tmp, target = staged[0]
+            os.replace(tmp, target)
+            staged.pop(0)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    _fsync_dir(folder)  # makes the renames durable
+
+
+class HubMixin(_Base):
+    """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for ``UNet``.
+
+    The class using it must be an ``nn.Module`` with a ``config: UNetConfig`` attribute
+    and a constructor taking that config.
+    """
+
+    config: UNetConfig
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        repo_id: str | None = None,
+        license: str | None = None,
+        datasets: Sequence[str] = (),
+        tags: Sequence[str] = (),
+    ) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``README.md`` to a folder.
+
+        All three files are replaced together: if anything fails midway (a full disk, an
+        exception, a crash before the final renames) the folder keeps its previous files.
+
+        Args:
+            save_directory: the folder, created if needed; other files in it are left alone.
+            repo_id: Hub id shown in the model card's usage snippet.
+            license: licence of the weights for the model card (``"mit"``...), if known.
+            datasets: training data for the model card (Hub dataset ids or names).
+            tags: extra Hub tags for the model card.
+
+        Returns:
+            The folder.
+
+        Raises:
+            ConfigError: ``model.config`` no longer describes the model's layers.
+            WeightsError: the folder cannot be written.
+        """
+        folder = Path(save_directory).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise WeightsError(f"{folder} is a file; pass a folder to save_pretrained()")
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        self._check_config_matches(state)
+        if not all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point()):
+            logger.warning(
+                "saving non-finite (NaN/inf) weights to %s; loading refuses them", folder
+            )
+        weights = safetensors.torch.save(state, metadata={"format": "pt", "library": "unetseg"})
+        config = json.dumps(self.config.to_dict(), indent=2) + "\n"
+        card = render_model_card(
+            self.config, repo_id=repo_id, license=license, datasets=datasets, tags=tags
+        )
+        files = [
+            (WEIGHTS_NAME, weights),
+            (CONFIG_NAME, config.encode()),
+            (CARD_NAME, card.encode()),
+        ]
+        try:
+            _write_all(folder, files)
+        except OSError as err:
+            raise WeightsError(f"cannot save to {folder}: {err}; previous files kept") from err
+        logger.info("saved %s, %s and %s to %s", CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, folder)
+        return folder
+
+    def _check_config_matches(self, state: dict[str, torch.Tensor]) -> None:
+        # A config edited with replace() (say num_classes) without rebuilding the model
+        # would save a checkpoint that can never load: refuse it now, not at load time.
+        with torch.device("meta"):
+            expected = type(self)(self.config).state_dict()
+        wrong = sorted(
+            set(expected) ^ set(state)
+            | {k for k in set(expected) & set(state) if expected[k].shape != state[k].shape}
+        )
+        if wrong:
+            raise ConfigError(
+                f"model.config does not describe this model's layers (differs at "
+                f"{', '.join(wrong[:8])}); only change metadata fields with config.replace(), "
+                "or build a new UNet for a new architecture"
+            )
+
+    @classmethod
+    def from_pretrained(
+        cls: type[_M],
+        pretrained: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        num_classes: int | None = None,
+        strict: bool = True,
+        allow_nonfinite: bool = False,
+        map_location: str | torch.device = "cpu",
+    ) -> _M:
+        """Load a model saved by ``save_pretrained``, from a folder or a Hub repo id.
+
+        Nothing is unpickled. ``config.json`` is validated, then the weights' header is
+        checked against the network the config describes (built on the meta device, so
+        nothing is allocated), and only then are tensors read.
+
+        Args:
+            pretrained: a local folder, or a Hub repo id (``"org/name"``). A folder wins.
+            revision: Hub branch, tag or commit.
+            cache_dir: Hugging Face cache folder (default: ``HF_HUB_CACHE``).
+            local_files_only: use only the cache, never the network (as does
+                ``HF_HUB_OFFLINE=1``).
+            token: Hub token for private or gated repos.
+            num_classes: fine-tune to this many classes: every layer but the head is
+                loaded, the head is freshly initialised and the old classes' metadata
+                (names, mask values, colours, metrics) is dropped.
+            strict: refuse missing or unexpected weights (``False``: missing ones keep
+                their initial values, unexpected ones are ignored; both are logged).
+                Shapes and dtypes must match either way.
+            allow_nonfinite: load NaN/inf weights instead of refusing them.
+            map_location: device to put the model on.
+
+        Returns:
+            The model, in eval mode.
+
+        Raises:
+            WeightsError: files missing, unsafe (pickle), corrupt, or not fitting the config.
+            ConfigError: ``config.json`` is invalid, or ``num_classes`` is.
+        """
+        config_path, weights_path = resolve_checkpoint(
+            pretrained,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+        )
+        saved = read_config(config_path)
+        config = _fine_tune_config(saved, num_classes)
+        with torch.device("meta"):  # shapes and dtypes only, no memory
+            expected = cls(saved).state_dict()
+            fresh = set() if config is saved else _differing(expected, cls(config).state_dict())
+        tensors = load_safetensors(
+            weights_path,
+            expected,
+            strict=strict,
+            allow_nonfinite=allow_nonfinite,
+            context=f" that {config_path} describes",
+        )
+        model = cls(config)
+        for name in fresh:
+            tensors.pop(name, None)
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+        missing = sorted(set(missing) - fresh)
+        if missing or unexpected:  # only reachable with strict=False
+            logger.warning(
+                "%s: kept initial values for %s; ignored %s", weights_path, missing, unexpected
+            )
+        if fresh:
+            logger.info(
+                "fine-tuning: loaded every layer but %s; new head with %d classes (was %d)",
+                sorted(fresh),
+                config.num_classes,
+                saved.num_classes,
+            )
+        model.to(map_location)
+        model.eval()
+        return model
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool = False,
+        token: str | None = None,
+        commit_message: str = "Upload unetseg model",
+        revision: str | None = None,
+        create_pr: bool = False,
+        license: str | None = None,
+        datasets: Sequence[str] = (),
+        tags: Sequence[str] = (),
+    ) -> str:
+        """Upload the checkpoint (``save_pretrained``'s three files) to a Hub model repo.
+
+        The repo is created if needed. Only ``config.json``, ``model.safetensors`` and
+        ``README.md`` are uploaded, from a fresh temporary folder, so no pickle or stray
+        file can go with them.
+
+        Args:
+            repo_id: ``"org/name"`` or ``"name"`` (under your account).
+            private: create the repo private (has no effect on an existing repo).
+            token: Hub token (default: the one saved by ``hf auth login``).
+            commit_message: message of the upload commit.
+            revision: branch to commit to (default: ``main``).
+            create_pr: open a pull request instead of committing directly.
+            license: licence for the model card, if known.
+            datasets: training data for the model card.
+            tags: extra Hub tags for the model card.
+
+        Returns:
+            The URL of the commit (or pull request).
+        """
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        with tempfile.TemporaryDirectory(prefix="unetseg-push-") as tmp:
+            self.save_pretrained(
+                tmp, repo_id=repo_id, license=license, datasets=datasets, tags=tags
+            )
+            info = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=tmp,
+                repo_type="model",
+                commit_message=commit_message,
+                revision=revision,
+                create_pr=create_pr,
+            )
+        url = getattr(info, "pr_url", None) or getattr(info, "commit_url", "")
+        return str(url)
+
+
+def _differing(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> set[str]:
+    """Names whose shapes change between two models (the head, when fine-tuning)."""
+    return {k for k in old if k not in new or old[k].shape != new[k].shape} | (set(new) - set(old))

@@ -1,0 +1,600 @@
+"""save_pretrained / from_pretrained / push_to_hub: round trips, hostile folders, the Hub offline."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import pickle
+import shutil
+import types
+from pathlib import Path
+from typing import Any
+
+import huggingface_hub
+import pytest
+import torch
+from huggingface_hub import HfApi
+from safetensors.torch import load_file, save_file
+
+from unetseg import ConfigError, UNet, WeightsError, _locate, hub, safe_load
+from unetseg.safe_load import MAX_HEADER_BYTES
+
+FILES = {"config.json", "model.safetensors", "README.md"}
+
+
+class Payload:
+    """Pickles to "create this file": a hostile checkpoint, harmlessly."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def trained_tiny(**arch: Any) -> UNet:
+    """A tiny UNet with moved BatchNorm statistics and full metadata."""
+    torch.manual_seed(0)
+    model = UNet(1, 3, **{"base_channels": 4, "depth": 2, **arch})
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):  # BatchNorm running stats away from their defaults
+            model(torch.randn(2, 1, 16, 16) * 3 + 1)
+    model.config = model.config.replace(
+        class_names=("background", "cell", "membrane"),
+        mask_encoding="grey",
+        mask_values=(0, 128, 255),
+        class_colors=((0, 0, 0), (255, 0, 0), (0, 255, 0)),
+        image_mean=(0.5,),
+        image_std=(0.25,),
+        ignore_index=7,
+        metrics={"mean_iou": 0.75, "iou/cell": 0.5},
+    )
+    return model.eval()
+
+
+def outputs(model: UNet) -> torch.Tensor:
+    torch.manual_seed(1)
+    with torch.no_grad():
+        return model(torch.randn(2, 1, 19, 23))
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_tiny().save_pretrained(tmp_path_factory.mktemp("template") / "ckpt")
+
+
+@pytest.fixture
+def saved(template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of a saved checkpoint, which the test may damage."""
+    return Path(shutil.copytree(template, tmp_path / "ckpt"))
+
+
+@pytest.fixture
+def no_tensor_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if tensor data is read (refusals must come before)."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tensor data was read before the checkpoint was refused")
+
+    monkeypatch.setattr(safe_load, "load_file", refuse)
+
+
+# --- round trip -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [{}, {"norm": "group", "base_channels": 8, "upsample": "bilinear"}, {"norm": "none"}],
+)
+def test_round_trip_is_exact(tmp_path: Path, arch: dict[str, Any]) -> None:
+    model = trained_tiny(**arch)
+    folder = model.save_pretrained(tmp_path / "ckpt")
+    assert {p.name for p in folder.iterdir()} == FILES
+    loaded = UNet.from_pretrained(folder)
+    assert not loaded.training
+    assert torch.equal(outputs(model), outputs(loaded))
+    state, loaded_state = model.state_dict(), loaded.state_dict()
+    assert state.keys() == loaded_state.keys()
+    assert all(torch.equal(state[k], loaded_state[k]) for k in state)  # BN stats too
+    assert loaded.config == model.config
+    assert loaded.config.metrics == model.config.metrics
+    assert isinstance(loaded.config.class_colors, tuple)  # not lists, as JSON gave them
+
+
+def test_batchnorm_statistics_are_saved(saved: Path) -> None:
+    tensors = load_file(saved / "model.safetensors")
+    assert "stem.1.running_mean" in tensors and "stem.1.num_batches_tracked" in tensors
+    assert int(tensors["stem.1.num_batches_tracked"]) == 2
+    assert not torch.equal(tensors["stem.1.running_var"], torch.ones(4))
+
+
+def test_config_json_is_the_config(saved: Path) -> None:
+    data = json.loads((saved / "config.json").read_text())
+    assert data == trained_tiny().config.to_dict()
+    assert data["format_version"] == 1
+
+
+def test_map_location_and_os_pathlike(saved: Path) -> None:
+    model = UNet.from_pretrained(str(saved), map_location=torch.device("cpu"))
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_saving_again_overwrites(saved: Path) -> None:
+    other = UNet(1, 2, base_channels=4, depth=2)
+    other.save_pretrained(saved)
+    assert UNet.from_pretrained(saved).config.num_classes == 2
+
+
+def test_save_refuses_a_config_that_no_longer_fits(tmp_path: Path) -> None:
+    model = UNet(1, 3, base_channels=4, depth=2)
+    model.config = model.config.replace(num_classes=4)
+    with pytest.raises(ConfigError, match=r"head"):
+        model.save_pretrained(tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_save_to_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(WeightsError, match=r"is a file"):
+        UNet(1, 2, base_channels=4, depth=2).save_pretrained(tmp_path / "f")
+
+
+# --- atomic saving ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3])
+@pytest.mark.parametrize(
+    "error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()]
+)
+def test_failed_save_keeps_previous_checkpoint(
+    saved: Path, monkeypatch: pytest.MonkeyPatch, fail_at: int, error: BaseException
+) -> None:
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    real_fsync, calls = os.fsync, []
+
+    def failing_fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == fail_at:  # the disk fills up while writing file number `fail_at`
+            raise error
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    bigger = UNet(1, 5, base_channels=8, depth=2)
+    with pytest.raises(WeightsError if isinstance(error, OSError) else KeyboardInterrupt):
+        bigger.save_pretrained(saved)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before  # no temp files either
+    assert UNet.from_pretrained(saved).config.num_classes == 3
+
+
+def test_failed_rename_keeps_previous_checkpoint(
+    saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+
+    def fail(*args: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(WeightsError, match="previous files kept"):
+        UNet(1, 5, base_channels=4, depth=2).save_pretrained(saved)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+
+
+def test_saved_files_are_readable_by_others(saved: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        UNet(1, 2, base_channels=4, depth=2).save_pretrained(saved)
+    finally:
+        os.umask(umask)
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in saved.iterdir())
+
+
+def test_failed_first_save_leaves_no_partial_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("crash while rendering the card")
+
+    monkeypatch.setattr(hub, "render_model_card", fail)
+    with pytest.raises(RuntimeError):
+        UNet(1, 2, base_channels=4, depth=2).save_pretrained(tmp_path / "new")
+    assert not (tmp_path / "new").exists() or not list((tmp_path / "new").iterdir())
+
+
+# --- fine-tuning ---------------------------------------------------------------------------
+
+
+def test_fine_tune_keeps_all_but_the_head(saved: Path) -> None:
+    old = UNet.from_pretrained(saved)
+    new = UNet.from_pretrained(saved, num_classes=5)
+    assert new.config.num_classes == 5 and new.head.weight.shape[0] == 5
+    assert new.config.class_names is None and new.config.class_colors is None
+    assert new.config.mask_values is None and new.config.metrics is None
+    assert new.config.image_mean == (0.5,) and new.config.ignore_index == 7
+    old_state, new_state = old.state_dict(), new.state_dict()
+    kept = [k for k in old_state if not k.startswith("head.")]
+    assert all(torch.equal(old_state[k], new_state[k]) for k in kept)
+    new.save_pretrained(saved.parent / "tuned")  # and the result is a valid checkpoint
+    assert UNet.from_pretrained(saved.parent / "tuned").config.num_classes == 5
+
+
+def test_fine_tune_drops_ignore_index_that_became_a_class(saved: Path) -> None:
+    assert UNet.from_pretrained(saved, num_classes=9).config.ignore_index is None
+
+
+def test_same_num_classes_is_a_plain_load(saved: Path) -> None:
+    model = UNet.from_pretrained(saved, num_classes=3)
+    assert model.config.class_names == ("background", "cell", "membrane")
+
+
+@pytest.mark.parametrize("bad", ["5", True, 2.5, 0, -1])
+def test_bad_num_classes(saved: Path, bad: Any) -> None:
+    with pytest.raises(ConfigError, match=r"num_classes"):
+        UNet.from_pretrained(saved, num_classes=bad)
+
+
+# --- hostile config.json ----------------------------------------------------------------
+
+
+NO_CLASSES = {"class_names": None, "mask_values": None, "class_colors": None}
+
+
+def _edit(folder: Path, **changes: Any) -> None:
+    data = json.loads((folder / "config.json").read_text())
+    data.update(changes)
+    (folder / "config.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"num_classes": "3"}, "num_classes must be an integer"),
+        ({"num_classes": True}, "num_classes must be an integer"),
+        ({"num_classes": 2.5}, "num_classes must be an integer"),
+        ({"num_classes": 0}, "num_classes must be in"),
+        ({"depth": -1}, "depth must be in"),
+        ({"base_channels": 1e9}, "base_channels must be an integer"),
+        ({"base_channels": 4096, "depth": 8}, "parameters"),
+        ({"norm": "layer"}, "norm must be one of"),
+        ({"learning_rate": 0.1}, "unknown key"),
+        ({"format_version": 99}, "newer"),
+        ({"class_names": ["a", "b"]}, "class_names has 2 entries"),
+    ],
+)
+def test_invalid_config_is_refused_before_building(
+    saved: Path, changes: dict[str, Any], words: str, no_tensor_reads: None
+) -> None:
+    _edit(saved, **changes)
+    with pytest.raises(ConfigError, match=words) as err:
+        UNet.from_pretrained(saved)
+    assert str(saved / "config.json") in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (b"", "not valid JSON"),
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe\x00", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"num_classes": 2, "num_classes": 3}', "duplicate"),
+        (b'{"dropout": NaN}', "NaN is not valid JSON"),
+        (b" " * (2**20 + 1), "too large"),
+    ],
+)
+def test_unparsable_config_is_refused(
+    saved: Path, text: bytes, words: str, no_tensor_reads: None
+) -> None:
+    (saved / "config.json").write_bytes(text)
+    with pytest.raises(ConfigError, match=words) as err:
+        UNet.from_pretrained(saved)
+    assert "config.json" in str(err.value)
+
+
+def test_missing_config_is_refused(saved: Path, no_tensor_reads: None) -> None:
+    (saved / "config.json").unlink()
+    with pytest.raises(WeightsError, match=r"config.json is missing"):
+        UNet.from_pretrained(saved)
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        (
+            NO_CLASSES | {"num_classes": 4},
+            r"head.weight: shape \[3, 4, 1, 1\] in the file, \[4, 4, 1, 1\]",
+        ),
+        ({"base_channels": 8}, "stem.0.weight: shape"),
+        ({"in_channels": 3, "image_mean": None, "image_std": None}, "stem.0.weight"),
+        ({"norm": "none"}, "not in the model: .*running_mean"),
+        ({"depth": 3}, "missing from the file: .*down.2"),
+    ],
+)
+def test_config_disagreeing_with_weights_is_refused(
+    saved: Path, changes: dict[str, Any], words: str, no_tensor_reads: None
+) -> None:
+    _edit(saved, **changes)
+    with pytest.raises(WeightsError, match=words) as err:
+        UNet.from_pretrained(saved)
+    assert "config.json" in str(err.value) and "model.safetensors" in str(err.value)
+
+
+# --- hostile weights ---------------------------------------------------------------------
+
+
+def _rewrite_weights(folder: Path, edit: Any) -> None:
+    tensors = load_file(folder / "model.safetensors")
+    save_file(edit(tensors), folder / "model.safetensors")
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt", "weights.pth"])
+def test_only_pickle_weights_are_refused(saved: Path, name: str) -> None:
+    marker = saved / "pwned"
+    torch.save({"w": Payload(marker)}, saved / name)
+    (saved / "model.safetensors").unlink()
+    with pytest.raises(WeightsError, match=f"only pickle weights \\({name}\\).*save_pretrained"):
+        UNet.from_pretrained(saved)
+    assert not marker.exists()
+
+
+def test_pickle_renamed_safetensors_never_runs(saved: Path, no_tensor_reads: None) -> None:
+    marker = saved.parent / "pwned"
+    (saved / "model.safetensors").write_bytes(pickle.dumps({"w": Payload(marker)}))
+    with pytest.raises(WeightsError, match=r"pickle"):
+        UNet.from_pretrained(saved)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("cut", [0, 7, 100, -1])
+def test_truncated_weights_are_refused(saved: Path, cut: int, no_tensor_reads: None) -> None:
+    path = saved / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:cut])
+    with pytest.raises(WeightsError, match=r"model.safetensors"):
+        UNet.from_pretrained(saved)
+
+
+def test_absurd_header_is_refused(saved: Path, no_tensor_reads: None) -> None:
+    (saved / "model.safetensors").write_bytes((2**40).to_bytes(8, "little") + b"{}")
+    with pytest.raises(WeightsError, match=f"limit {MAX_HEADER_BYTES:,}"):
+        UNet.from_pretrained(saved)
+
+
+def test_out_of_bounds_offsets_are_refused(saved: Path, no_tensor_reads: None) -> None:
+    path = saved / "model.safetensors"
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    header["head.bias"]["data_offsets"][1] += 10**9
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + size :])
+    with pytest.raises(WeightsError, match=r"head.bias.*outside"):
+        UNet.from_pretrained(saved)
+
+
+def test_wrong_dtype_is_listed(saved: Path, no_tensor_reads: None) -> None:
+    _rewrite_weights(
+        saved, lambda t: {k: v.double() if k.startswith("head") else v for k, v in t.items()}
+    )
+    with pytest.raises(WeightsError, match=r"head.bias: dtype F64 in the file, F32 in the model"):
+        UNet.from_pretrained(saved)
+
+
+def test_missing_and_unexpected_keys_are_listed(saved: Path, no_tensor_reads: None) -> None:
+    def edit(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        t["extra.weight"] = t.pop("head.bias")
+        return t
+
+    _rewrite_weights(saved, edit)
+    with pytest.raises(
+        WeightsError, match=r"missing from the file: head.bias; not in the model: extra.weight"
+    ):
+        UNet.from_pretrained(saved)
+
+
+def test_ddp_prefix_gets_a_hint(saved: Path, no_tensor_reads: None) -> None:
+    _rewrite_weights(saved, lambda t: {f"module.{k}": v for k, v in t.items()})
+    with pytest.raises(WeightsError, match=r"DistributedDataParallel.*model.module"):
+        UNet.from_pretrained(saved)
+
+
+def test_lenient_load_is_opt_in_and_logged(saved: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _rewrite_weights(saved, lambda t: {k: v for k, v in t.items() if k != "head.bias"})
+    with caplog.at_level(logging.WARNING, logger="unetseg"):
+        model = UNet.from_pretrained(saved, strict=False)
+    assert "head.bias" in caplog.text
+    assert torch.equal(model.head.bias, torch.zeros(3))
+
+
+def test_nonfinite_weights_are_refused_by_default(saved: Path) -> None:
+    def poison(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        t["head.weight"][0, 0, 0, 0] = float("nan")
+        return t
+
+    _rewrite_weights(saved, poison)
+    with pytest.raises(WeightsError, match=r"NaN.*head.weight"):
+        UNet.from_pretrained(saved)
+    model = UNet.from_pretrained(saved, allow_nonfinite=True)
+    assert torch.isnan(model.head.weight).any()
+
+
+def test_empty_or_missing_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightsError, match=r"no model.safetensors.*save_pretrained"):
+        UNet.from_pretrained(tmp_path / "empty")
+    with pytest.raises(WeightsError, match=r"no such folder"):
+        UNet.from_pretrained(tmp_path / "absent")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeightsError, match=r"no such folder"):
+        UNet.from_pretrained("./absent")
+
+
+def test_passing_the_weights_file_says_pass_the_folder(saved: Path) -> None:
+    with pytest.raises(WeightsError, match=r"pass the folder"):
+        UNet.from_pretrained(saved / "model.safetensors")
+
+
+# --- the Hub, offline, through huggingface_hub's real cache ----------------------------
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def fill_cache(cache: Path, repo_id: str, folder: Path) -> Path:
+    """Lay out ``folder``'s files as huggingface_hub's cache would after a download."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / COMMIT
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    for file in folder.iterdir():
+        data = file.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / file.name).symlink_to(Path("..", "..", "blobs", blob.name))
+    return snapshot
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # huggingface_hub reads HF_HUB_OFFLINE at import; set both the variable and the constant.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)  # no local folder "org/name" may shadow the repo id
+
+
+@pytest.fixture
+def downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The file names requested from huggingface_hub."""
+    names: list[str] = []
+    real = _locate.hf_hub_download
+
+    def spy(repo_id: str, filename: str, **kwargs: Any) -> str:
+        names.append(filename)
+        return real(repo_id, filename, **kwargs)
+
+    monkeypatch.setattr(_locate, "hf_hub_download", spy)
+    return names
+
+
+def test_repo_id_loads_from_cache_offline(
+    saved: Path, tmp_path: Path, offline: None, downloads: list[str]
+) -> None:
+    cache = tmp_path / "hf-cache"
+    fill_cache(cache, "org/name", saved)
+    model = UNet.from_pretrained("org/name", cache_dir=cache)
+    assert torch.equal(outputs(model), outputs(UNet.from_pretrained(saved)))
+    assert model.config.class_names == ("background", "cell", "membrane")
+    assert downloads == ["config.json", "model.safetensors"]  # never a .bin
+    pinned = UNet.from_pretrained("org/name", cache_dir=cache, revision=COMMIT)
+    assert torch.equal(outputs(pinned), outputs(model))
+
+
+def test_default_cache_location_is_used(
+    saved: Path, tmp_path: Path, offline: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "hf-cache"
+    fill_cache(cache, "org/name", saved)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    assert UNet.from_pretrained("org/name").config.num_classes == 3
+
+
+def test_env_variable_alone_means_offline(
+    saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, downloads: list[str]
+) -> None:
+    # Set after import: huggingface_hub's constant stays False, unetseg still honours it.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeightsError, match=r"offline mode is on"):
+        UNet.from_pretrained("org/name", cache_dir=tmp_path / "cold")
+
+
+def test_local_files_only_loads_from_cache(
+    saved: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "hf-cache"
+    fill_cache(cache, "org/name", saved)
+    model = UNet.from_pretrained("org/name", cache_dir=cache, local_files_only=True)
+    assert model.config.num_classes == 3
+
+
+def test_cold_cache_names_repo_and_fix(tmp_path: Path, offline: None) -> None:
+    with pytest.raises(WeightsError) as err:
+        UNet.from_pretrained("org/name", cache_dir=tmp_path / "cold")
+    message = str(err.value)
+    assert "'org/name'" in message and "offline" in message
+    assert "hf download org/name" in message and str(tmp_path / "cold") in message
+
+
+def test_unknown_revision_in_cache(saved: Path, tmp_path: Path, offline: None) -> None:
+    fill_cache(tmp_path / "c", "org/name", saved)
+    with pytest.raises(WeightsError, match=r"revision 'v2'"):
+        UNet.from_pretrained("org/name", cache_dir=tmp_path / "c", revision="v2")
+
+
+def test_cached_pickle_is_refused(saved: Path, tmp_path: Path, offline: None) -> None:
+    marker = tmp_path / "pwned"
+    (saved / "model.safetensors").write_bytes(pickle.dumps(Payload(marker)))
+    fill_cache(tmp_path / "c", "org/name", saved)
+    with pytest.raises(WeightsError, match=r"never unpickles"):
+        UNet.from_pretrained("org/name", cache_dir=tmp_path / "c")
+    assert not marker.exists()
+
+
+def test_invalid_repo_id(offline: None) -> None:
+    with pytest.raises(WeightsError, match=r"neither an existing folder nor a valid Hub repo id"):
+        UNet.from_pretrained("bad repo id!")
+
+
+# --- push_to_hub, up to the upload ------------------------------------------------------
+
+
+def test_push_to_hub_uploads_only_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: dict[str, Any] = {}
+    uploaded = tmp_path / "uploaded"
+
+    def create_repo(self: HfApi, repo_id: str, **kwargs: Any) -> str:
+        calls["create"] = (repo_id, kwargs, self.token)
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self: HfApi, **kwargs: Any) -> Any:
+        calls["upload"] = kwargs
+        shutil.copytree(kwargs["folder_path"], uploaded)
+        return types.SimpleNamespace(commit_url="https://hf.co/org/name/commit/1", pr_url=None)
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    model = trained_tiny()
+    url = model.push_to_hub(
+        "org/name",
+        private=True,
+        token="hf_x",
+        commit_message="v1",
+        license="mit",
+        datasets=["org/cells"],
+    )
+    assert url == "https://hf.co/org/name/commit/1"
+    repo_id, kwargs, token = calls["create"]
+    assert repo_id == "org/name" and kwargs["private"] is True and kwargs["exist_ok"] is True
+    assert token == "hf_x"
+    assert calls["upload"]["repo_id"] == "org/name" and calls["upload"]["commit_message"] == "v1"
+    assert not Path(calls["upload"]["folder_path"]).exists()  # the temp folder is cleaned up
+
+    assert {p.name for p in uploaded.iterdir()} == FILES
+    for file in uploaded.iterdir():  # nothing pickled, whatever its name
+        assert file.read_bytes()[:1] != b"\x80" and file.read_bytes()[:2] != b"PK"
+    card = (uploaded / "README.md").read_text()
+    assert "library_name: unetseg" in card and "license: mit" in card
+    assert 'UNet.from_pretrained("org/name")' in card and "| 2 | membrane | 255 |" in card
+    loaded = UNet.from_pretrained(uploaded)
+    assert torch.equal(outputs(loaded), outputs(model))
