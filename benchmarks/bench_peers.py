@@ -38,8 +38,12 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012-membr
 def load_split(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Images in [0, 1] and 0/1 masks: slices 00-24 for training, 25-29 for testing."""
     names = sorted(p.name for p in (data / "images").glob("*.png"))
-    images = np.stack([np.asarray(Image.open(data / "images" / n), np.float32) / 255 for n in names])
-    masks = np.stack([(np.asarray(Image.open(data / "masks" / n)) > 127).astype(np.int64) for n in names])
+    images = np.stack(
+        [np.asarray(Image.open(data / "images" / n), np.float32) / 255 for n in names]
+    )
+    masks = np.stack(
+        [(np.asarray(Image.open(data / "masks" / n)) > 127).astype(np.int64) for n in names]
+    )
     return images[:25], masks[:25], images[25:], masks[25:]
 
 
@@ -94,7 +98,9 @@ def build(peer: str) -> nn.Module:
     raise SystemExit(f"unknown peer {peer!r}: choose smp, monai or pytorch-unet")
 
 
-def train_seed_recipe(model: nn.Module, images: np.ndarray, masks: np.ndarray, max_time: float) -> int:
+def train_seed_recipe(
+    model: nn.Module, images: np.ndarray, masks: np.ndarray, max_time: float
+) -> int:
     rng = np.random.default_rng(0)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()

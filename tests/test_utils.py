@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,12 @@ def test_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path: Path) -> 
         raise RuntimeError("disk full")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_atomic_write_uses_umask_permissions_not_private_ones(tmp_path: Path) -> None:
+    path = tmp_path / "shared.json"
+    with atomic_write(path, "w") as handle:
+        handle.write("{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -27,7 +27,7 @@ from huggingface_hub import HfApi
 from torch import nn
 
 from ._locate import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_checkpoint
-from ._utils import _fsync_dir, logger
+from ._utils import _current_umask, _fsync_dir, logger
 from .config import UNetConfig
 from .errors import ConfigError, WeightsError
 from .model_card import render_model_card
@@ -77,8 +77,7 @@ def _write_all(folder: Path, files: Sequence[tuple[str, bytes]]) -> None:
     consistent, with no temp files behind.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    umask = os.umask(0)  # mkstemp makes 0600 files; give them the usual permissions
-    os.umask(umask)
+    umask = _current_umask()  # mkstemp makes 0600 files; give them the usual permissions
     staged: list[tuple[Path, Path]] = []
     try:
         for name, content in files:
