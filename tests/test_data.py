@@ -232,3 +232,32 @@ def test_real_membrane_data_is_binary(isbi_dir: Path) -> None:
     assert ds.class_frequencies()[0] == pytest.approx(0.22, abs=0.02)
     image, mask = ds[0]
     assert image.shape == (1, 512, 512) and set(mask.unique().tolist()) == {0, 1}
+
+
+def test_palette_folder_with_void_passes_ignore_through(tmp_path: Path) -> None:
+    indices = np.resize(np.array([0, 1, 2, 255], np.uint8), (8, 8))
+    (tmp_path / "labels").mkdir()
+    for i in range(2):
+        write(tmp_path / "images" / f"{i}.png", np.zeros((8, 8, 3), np.uint8))
+        mask = Image.fromarray(indices)
+        mask.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [224, 224, 192] * 253)
+        mask.save(tmp_path / "labels" / f"{i}.png")
+    ds = SegmentationDataset(tmp_path / "images", tmp_path / "labels", ignore_index=255)
+    fields = ds.config_fields()
+    assert fields["mask_encoding"] == "palette" and fields["num_classes"] == 3
+    assert fields["class_colors"] == ((0, 0, 0), (128, 0, 0), (0, 128, 0))
+    assert fields["ignore_index"] == 255
+    np.testing.assert_array_equal(ds[0][1].numpy(), indices)
+    np.testing.assert_allclose(ds.class_frequencies(), [1 / 3] * 3)
+
+
+def test_bad_arguments_are_refused_at_construction() -> None:
+    image, mask = [np.zeros((4, 4), np.uint8)], [np.eye(4, dtype=np.uint8)]
+    with pytest.raises(DatasetError, match="augment must be"):
+        SegmentationDataset(image, mask, augment="flip")  # type: ignore[arg-type]
+    with pytest.raises(DatasetError, match="ambiguous"):
+        SegmentationDataset(image, mask, augment=True)
+    with pytest.raises(DatasetError, match="cache_bytes"):
+        SegmentationDataset(image, mask, cache_bytes=-1)
+    with pytest.raises(DatasetError, match="ignore_index"):
+        SegmentationDataset(image, mask, ignore_index="255")  # type: ignore[arg-type]

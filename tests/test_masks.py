@@ -220,3 +220,13 @@ def test_render_mask_sixteen_bit_and_errors() -> None:
     with pytest.raises(ValueError, match="class_colors"):
         render_mask(np.zeros((2, 2)), mask_encoding="color")
     assert default_colors(3) == ((0, 0, 0), (128, 0, 0), (0, 128, 0))
+
+
+def test_grey_rgb_files_mix_with_grey_files(tmp_path: Path) -> None:
+    grey = save(tmp_path, "a.png", blocks([0, 255]).astype(np.uint8))
+    rgb = save(tmp_path, "b.png", np.repeat(blocks([255, 0]).astype(np.uint8)[:, :, None], 3, 2))
+    codec = codec_for([grey, rgb])
+    assert codec.encoding == "binary"
+    np.testing.assert_array_equal(
+        codec.decode(read_mask(rgb), "b"), blocks([255, 0]).astype(np.uint8) // 255
+    )

@@ -272,7 +272,7 @@ class Augment:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment a whole (C, H, W) image and its (H, W) mask with one random draw."""
         height, width = mask.shape[-2:]
-        points = foreground_points(mask.numpy(), self.ignore_index)
+        points = foreground_points(mask.detach().cpu().numpy(), self.ignore_index)
         plan = self.plan(int(height), int(width), rng, points)
         image_cut, pads = crop_with_padding(image, plan, int(height), int(width))
         mask_cut, _ = crop_with_padding(mask, plan, int(height), int(width))

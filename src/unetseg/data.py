@@ -65,7 +65,7 @@ _MASK_SUFFIXES = (
 )  # fmt: skip
 _IMAGE_SUFFIXES = ("image", "img", "im", "input", "raw")
 _SEPARATORS = ("_", "-", ".", " ")
-_STATS_PIXELS = 65_536  # mean/std are estimated from about this many pixels per image
+_STATS_PIXELS = 16_384  # mean/std are estimated from about this many pixels per image
 _MAX_LISTED = 10
 
 
@@ -335,12 +335,12 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             raise DatasetError(f"ignore_index must be an int or None, got {ignore_index!r}")
         if (mean is None) != (std is None):
             raise DatasetError("give mean and std together, or neither to measure them")
-        if augment is True:
-            raise DatasetError("augment=True is ambiguous; pass Augment(...) or leave it None")
+        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
+            raise DatasetError(f"cache_bytes must be a non-negative int, got {cache_bytes!r}")
+        self._augment = _with_ignore(augment, ignore_index)
         store = _Store(_resolve(images, masks), max_pixels)
         store.cache_bytes = cache_bytes
         self._store, self._indices = store, np.arange(len(store.images))
-        self._augment = _with_ignore(augment, ignore_index)
         self._scan()
         self._read_masks(ignore_index, class_names, color_map)
         self._read_images(in_channels, mean, std)
@@ -486,10 +486,13 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
     def with_augment(self, augment: Augment | AugmentFn | bool | None) -> SegmentationDataset:
         """A view of the same samples (sharing the decoded cache) with another augmentation.
 
-        An ``Augment`` without ``ignore_index`` gets the data set's.
+        Args:
+            augment: ``None``, ``False``, an ``Augment`` (given this data set's
+                ``ignore_index`` if it has none) or a callable ``(image, mask, rng)``.
+
+        Returns:
+            The new view; this one is unchanged.
         """
-        if augment is True:
-            raise DatasetError("augment=True is ambiguous; pass Augment(...) or leave it None")
         return self._view(self._store, self._indices, _with_ignore(augment, self.ignore_index))
 
     def split(
@@ -498,6 +501,14 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
         """Split into seeded, disjoint (train, validation) views.
 
         The train view keeps this view's augmentation; the validation view never augments.
+        Both share this data set's decoded cache.
+
+        Args:
+            val_fraction: share of samples for validation (at least one each side).
+            seed: seed of the permutation; the same seed gives the same split.
+
+        Returns:
+            (train view, validation view), each in the original sample order.
 
         Raises:
             DatasetError: ``val_fraction`` outside (0, 1), or fewer than 2 samples.
@@ -521,7 +532,20 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
         return len(self._indices)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``ds[i]`` or ``ds[(i, seed)]`` -> (image (C, H, W) float32, mask (H, W) int64)."""
+        """One training pair.
+
+        Args:
+            key: an index, or ``(index, seed)`` to draw the augmentation from
+                ``numpy.random.default_rng(seed)``.
+
+        Returns:
+            image (C, H, W) float32, normalised; mask (H, W) int64 class indices, with
+            ``ignore_index`` where pixels are to be skipped.
+
+        Raises:
+            IndexError: the index is out of range.
+            TypeError: the key is neither an int nor an (int, int) tuple.
+        """
         seed: int | None = None
         if isinstance(key, tuple):
             if len(key) != 2:
@@ -613,7 +637,13 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
         return out
 
     def config_fields(self) -> dict[str, Any]:
-        """The ``UNetConfig`` fields this data decides, for ``model.config.replace(**...)``."""
+        """The ``UNetConfig`` fields this data decides, for ``model.config.replace(**...)``.
+
+        Returns:
+            in_channels, num_classes, class_names, mask_encoding, mask_values (``None``
+            for colour masks), class_colors (``None`` unless palette/colour masks),
+            image_mean, image_std and ignore_index.
+        """
         fields = self._store.codec.config_fields()
         fields.update(in_channels=self.in_channels, image_mean=self.mean, image_std=self.std)
         return fields
@@ -693,6 +723,13 @@ def _check_stats(
 def _with_ignore(
     augment: Augment | AugmentFn | bool | None, ignore_index: int | None
 ) -> Augment | AugmentFn | bool | None:
+    if augment is True:
+        raise DatasetError("augment=True is ambiguous; pass Augment(...) or leave it None")
+    if augment is not None and augment is not False and not callable(augment):
+        raise DatasetError(
+            f"augment must be None, False, an Augment or a callable (image, mask, rng), "
+            f"got {augment!r}"
+        )
     if isinstance(augment, Augment) and augment.ignore_index is None and ignore_index is not None:
         return dataclasses.replace(augment, ignore_index=ignore_index)
     return augment

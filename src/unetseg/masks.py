@@ -82,8 +82,9 @@ class Header:
 class RawMask:
     """A decoded mask before class mapping.
 
-    ``array`` is (H, W) integer for ``kind`` "scalar" and "palette", (H, W, 3) uint8 for
-    "color". ``palette`` holds the RGB entries of a "P" image.
+    ``array`` is (H, W): integer values for ``kind`` "scalar" and "palette", colours
+    packed as uint32 0xRRGGBB for "color" (one packing serves both counting and
+    decoding). ``palette`` holds the RGB entries of a "P" image.
     """
 
     array: np.ndarray
@@ -210,7 +211,7 @@ def read_mask(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIX
             elif mode == "LA":
                 kind, array = "scalar", np.asarray(image.getchannel(0))
             elif mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
-                kind, array = "color", np.asarray(image.convert("RGB"))
+                kind, array = "color", _pack(np.asarray(image.convert("RGB")))
             else:  # L, I;16*, I, F
                 kind, array = "scalar", np.asarray(image)
     except OSError as err:
@@ -259,7 +260,7 @@ def mask_from_array(array: np.ndarray, *, name: str = "array") -> RawMask:
             if not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() > 255:
                 raise ImageError(f"{name}: colour masks must be uint8 (H, W, 3), got {array.dtype}")
             array = array.astype(np.uint8)
-        return RawMask(np.ascontiguousarray(array[:, :, :3]), "color")
+        return RawMask(_pack(array[:, :, :3]), "color")
     if array.ndim != 2 or 0 in array.shape:
         raise ImageError(
             f"{name}: a mask must be (H, W) class values or (H, W, 3) colours, got shape {array.shape}"
@@ -281,7 +282,7 @@ def summarize(raw: RawMask, name: str) -> MaskSummary:
     """Count the distinct values (or colours) of a decoded mask, cheaply."""
     array = raw.array
     if raw.kind == "color":
-        values, counts = np.unique(_pack(array), return_counts=True)
+        values, counts = np.unique(array, return_counts=True)
     elif array.dtype in (np.uint8, np.uint16):
         hist = np.bincount(array.ravel(), minlength=1)
         values = np.flatnonzero(hist)
@@ -325,8 +326,8 @@ class MaskCodec:
         return np.dtype(np.int64)
 
     def _raw_keys(self, raw: RawMask) -> np.ndarray:
-        if raw.kind == "color":
-            return raw.array[:, :, 0] if self.grey_rgb else _pack(raw.array)
+        if raw.kind == "color" and self.grey_rgb:
+            return (raw.array & 255).astype(np.uint8)
         return raw.array
 
     def decode(self, raw: RawMask, name: str) -> np.ndarray:
@@ -339,7 +340,8 @@ class MaskCodec:
             DatasetError: a value or colour that the codec does not know.
         """
         values = self._raw_keys(raw)
-        keys = np.asarray(self.keys, dtype=np.int64)
+        wide = values.dtype in (np.uint32, np.uint64)  # packed colours: compare without casting
+        keys = np.asarray(self.keys, dtype=values.dtype if wide else np.int64)
         classes = np.asarray(self.classes, dtype=np.int64)
         if values.dtype in (np.uint8, np.uint16):
             # A lookup table is ~10x faster than searchsorted on 8/16-bit masks.
