@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 
+from .augment import Augment
 from .config import UNetConfig
+from .data import SegmentationDataset
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -23,11 +25,13 @@ from .model import UNet
 __version__ = "0.1.0"
 
 __all__ = [
+    "Augment",
     "CheckpointError",
     "ConfigError",
     "DatasetError",
     "ImageError",
     "InputError",
+    "SegmentationDataset",
     "TrainingError",
     "UNet",
     "UNetConfig",

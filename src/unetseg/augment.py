@@ -1,0 +1,306 @@
+"""Joint training augmentation: one random draw applied identically to image and mask.
+
+``Augment`` crops (or pads) to a patch, with foreground oversampling, rescales (bilinear
+for the image, nearest for the mask, so no new label values appear), flips, rotates by
+multiples of 90 degrees and jitters intensity. Everything is drawn from the
+``numpy.random.Generator`` it is given, so ``ds[(i, seed)]`` is reproducible in any worker.
+
+It works in two steps so that ``SegmentationDataset`` can crop the raw, still-undecoded
+array first and convert and normalise only the crop: ``plan`` draws the crop region,
+``finish`` does the rest on the cropped tensors. ``Augment(image, mask, rng)`` runs both
+on whole tensors, with the same random draws, so the two paths give the same result.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+__all__ = ["Augment", "CropPlan", "crop_with_padding", "foreground_points"]
+
+#: At most this many foreground pixels are remembered per mask for oversampling.
+MAX_FOREGROUND_POINTS = 4096
+
+
+class CropPlan(NamedTuple):
+    """A source region to crop, in pixels of the full image; it may extend past the edges."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def foreground_points(
+    mask: np.ndarray, ignore_index: int | None, limit: int = MAX_FOREGROUND_POINTS
+) -> np.ndarray:
+    """Up to ``limit`` evenly spread (row, col) positions of foreground pixels.
+
+    Foreground means any class but 0 (and not ``ignore_index``), as in nnU-Net.
+
+    Args:
+        mask: (H, W) class indices.
+        ignore_index: label to skip, or ``None``.
+        limit: the most points kept; a deterministic stride thins longer lists.
+
+    Returns:
+        (N, 2) int32 array of (row, col); N may be 0.
+    """
+    fg = mask != 0
+    if ignore_index is not None:
+        fg &= mask != ignore_index
+    flat = np.flatnonzero(fg)
+    if len(flat) > limit:
+        flat = flat[:: math.ceil(len(flat) / limit)]
+    rows, cols = np.divmod(flat, mask.shape[1])
+    return np.stack([rows, cols], axis=1).astype(np.int32)
+
+
+def crop_with_padding(
+    array: Any, plan: CropPlan, height: int, width: int
+) -> tuple[Any, tuple[int, int, int, int]]:
+    """Cut the part of ``plan`` inside an image of ``height`` x ``width``.
+
+    Args:
+        array: (H, W, ...) numpy array or (..., H, W) tensor (tensors are cut on the last
+            two axes, arrays on the first two).
+        plan: the region.
+        height: the image's height.
+        width: the image's width.
+
+    Returns:
+        The cut and the (top, bottom, left, right) padding that restores the plan's size.
+    """
+    y0, x0 = max(plan.top, 0), max(plan.left, 0)
+    y1, x1 = min(plan.top + plan.height, height), min(plan.left + plan.width, width)
+    tensor = isinstance(array, torch.Tensor)
+    cut = array[..., y0:y1, x0:x1] if tensor else array[y0:y1, x0:x1]
+    pads = (y0 - plan.top, plan.top + plan.height - y1, x0 - plan.left, plan.left + plan.width - x1)
+    return cut, pads
+
+
+def _check(name: str, value: object, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"Augment: {name} must be a number, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"Augment: {name} must be in [{low}, {high}], got {value}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random crop/pad, scale, flips, 90-degree rotations and intensity jitter.
+
+    Args:
+        patch_size: output (height, width), or one int for a square; ``None`` keeps the
+            whole image (and skips scaling).
+        flip: random horizontal and vertical flips.
+        rotate90: random multiples of 90 degrees (square patches only).
+        scale: (low, high) zoom factor, drawn log-uniformly; ``None`` for none. The
+            source region is ``patch / factor`` and is resized to the patch.
+        brightness: add U(-b, b) to the normalised image (about b standard deviations).
+        contrast: scale deviations from each channel's mean by 1 + U(-c, c).
+        gamma: apply ``x ** (1 + U(-g, g))`` to each channel min-max scaled to [0, 1].
+        foreground_prob: chance of centring the crop on a random foreground pixel
+            (class > 0), so rare structures are seen often enough.
+        ignore_index: label for padded mask pixels; ``SegmentationDataset.with_augment``
+            fills it in from the data set.
+
+    Padding (when the image is smaller than the patch, or the crop runs past an edge):
+    the normalised image is padded with 0 (the data set mean); the mask with
+    ``ignore_index`` when set (losses then skip padding), else with class 0.
+
+    Call it as ``augment(image, mask, rng)`` with a (C, H, W) float tensor, an (H, W)
+    int64 tensor and a ``numpy.random.Generator``; it returns the augmented pair.
+    """
+
+    patch_size: int | tuple[int, int] | None = 256
+    flip: bool = True
+    rotate90: bool = True
+    scale: tuple[float, float] | None = (0.75, 1.33)
+    brightness: float = 0.1
+    contrast: float = 0.1
+    gamma: float = 0.1
+    foreground_prob: float = 0.33
+    ignore_index: int | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        size = self.patch_size
+        if size is not None:
+            pair = (size, size) if isinstance(size, int) else tuple(size)
+            if len(pair) != 2 or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in pair
+            ):
+                raise ConfigError(
+                    f"Augment: patch_size must be a positive int or (h, w), got {size!r}"
+                )
+            object.__setattr__(self, "patch_size", (pair[0], pair[1]))
+        if self.scale is not None:
+            low, high = (float(s) for s in self.scale)
+            if not 0 < low <= high <= 10:
+                raise ConfigError(
+                    f"Augment: scale must be (low, high) with 0 < low <= high <= 10, got {self.scale!r}"
+                )
+            object.__setattr__(self, "scale", (low, high))
+        for name in ("brightness", "contrast", "gamma"):
+            _check(name, getattr(self, name), 0.0, 0.9)
+        _check("foreground_prob", self.foreground_prob, 0.0, 1.0)
+        if self.ignore_index is not None and (
+            isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, int)
+        ):
+            raise ConfigError(
+                f"Augment: ignore_index must be an int or None, got {self.ignore_index!r}"
+            )
+
+    @property
+    def pad_label(self) -> int:
+        """The mask value used for padding."""
+        return self.ignore_index if self.ignore_index is not None else 0
+
+    def plan(
+        self,
+        height: int,
+        width: int,
+        rng: np.random.Generator,
+        foreground: np.ndarray | None = None,
+    ) -> CropPlan:
+        """Draw the source region to crop from an image of ``height`` x ``width``.
+
+        Args:
+            height: image height.
+            width: image width.
+            rng: the random source.
+            foreground: (N, 2) candidate centres for oversampling (``foreground_points``).
+
+        Returns:
+            The region; the whole image when ``patch_size`` is ``None``.
+        """
+        if self.patch_size is None:
+            return CropPlan(0, 0, height, width)
+        assert not isinstance(self.patch_size, int)  # normalised in __post_init__
+        out_h, out_w = self.patch_size
+        factor = 1.0
+        if self.scale is not None:
+            low, high = self.scale
+            factor = math.exp(rng.uniform(math.log(low), math.log(high)))
+        region_h = max(1, round(out_h / factor))
+        region_w = max(1, round(out_w / factor))
+        lo_y, hi_y = sorted((0, height - region_h))
+        lo_x, hi_x = sorted((0, width - region_w))
+        use_fg = self.foreground_prob > 0 and rng.random() < self.foreground_prob
+        if use_fg and foreground is not None and len(foreground):
+            row, col = foreground[rng.integers(len(foreground))]
+            top = int(np.clip(int(row) - region_h // 2, lo_y, hi_y))
+            left = int(np.clip(int(col) - region_w // 2, lo_x, hi_x))
+        else:
+            top = int(rng.integers(lo_y, hi_y + 1))
+            left = int(rng.integers(lo_x, hi_x + 1))
+        return CropPlan(top, left, region_h, region_w)
+
+    def finish(
+        self,
+        image: torch.Tensor,
+        mask: torch.Tensor,
+        pads: tuple[int, int, int, int],
+        rng: np.random.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad, resize, flip, rotate and jitter an already cut region.
+
+        The work is done in numpy: single-threaded, so a patch costs the same on a busy
+        2-core machine as on an idle one (torch's intra-op threads only add overhead at
+        this size).
+
+        Args:
+            image: (C, h, w) float32, normalised.
+            mask: (h, w) int64.
+            pads: (top, bottom, left, right) padding from ``crop_with_padding``.
+            rng: the random source (after ``plan``).
+
+        Returns:
+            (C, P_h, P_w) float32 image and (P_h, P_w) int64 mask.
+        """
+        img = image.detach().cpu().numpy()
+        lab = mask.detach().cpu().numpy()
+        if any(pads):
+            top, bottom, left, right = pads
+            img = np.pad(img, ((0, 0), (top, bottom), (left, right)))
+            lab = np.pad(lab, ((top, bottom), (left, right)), constant_values=self.pad_label)
+        if self.patch_size is not None:
+            assert not isinstance(self.patch_size, int)  # normalised in __post_init__
+            if lab.shape != self.patch_size:
+                img, lab = _resize(img, lab, *self.patch_size)
+        if self.flip:
+            if rng.random() < 0.5:
+                img, lab = img[:, :, ::-1], lab[:, ::-1]
+            if rng.random() < 0.5:
+                img, lab = img[:, ::-1], lab[::-1]
+        if self.rotate90 and lab.shape[0] == lab.shape[1]:
+            turns = int(rng.integers(4))
+            img, lab = np.rot90(img, turns, axes=(1, 2)), np.rot90(lab, turns)
+        img = self._jitter(np.ascontiguousarray(img, dtype=np.float32), rng)
+        return torch.from_numpy(img), torch.from_numpy(np.ascontiguousarray(lab, dtype=np.int64))
+
+    def _jitter(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        # In place on the (C, h, w) float32 copy made by finish().
+        if self.brightness:
+            image += np.float32(rng.uniform(-self.brightness, self.brightness))
+        if self.contrast:
+            factor = np.float32(1.0 + rng.uniform(-self.contrast, self.contrast))
+            mean = image.mean(axis=(1, 2), keepdims=True, dtype=np.float32)
+            image -= mean
+            image *= factor
+            image += mean
+        if self.gamma:
+            exponent = np.float32(1.0 + rng.uniform(-self.gamma, self.gamma))
+            low = image.min(axis=(1, 2), keepdims=True)
+            span = np.maximum(image.max(axis=(1, 2), keepdims=True) - low, np.float32(1e-6))
+            image -= low
+            image /= span
+            np.power(image, exponent, out=image)
+            image *= span
+            image += low
+        return image
+
+    def __call__(
+        self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment a whole (C, H, W) image and its (H, W) mask with one random draw."""
+        height, width = mask.shape[-2:]
+        points = foreground_points(mask.detach().cpu().numpy(), self.ignore_index)
+        plan = self.plan(int(height), int(width), rng, points)
+        image_cut, pads = crop_with_padding(image, plan, int(height), int(width))
+        mask_cut, _ = crop_with_padding(mask, plan, int(height), int(width))
+        return self.finish(image_cut, mask_cut, pads, rng)
+
+
+def _resize(
+    image: np.ndarray, mask: np.ndarray, out_h: int, out_w: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resize a (C, h, w) image bilinearly and an (h, w) mask by nearest neighbour.
+
+    Bilinear uses half-pixel centres, as torch's ``align_corners=False``; the mask takes
+    the source pixel under each output centre, so no new label values appear.
+    """
+    in_h, in_w = mask.shape
+    rows0, rows1, wy = _linear_taps(in_h, out_h)
+    cols0, cols1, wx = _linear_taps(in_w, out_w)
+    wy = wy[:, None]
+    tall = image[:, rows0] * (1 - wy) + image[:, rows1] * wy
+    out = tall[:, :, cols0] * (1 - wx) + tall[:, :, cols1] * wx
+    rows = np.minimum(((np.arange(out_h) + 0.5) * (in_h / out_h)).astype(np.int64), in_h - 1)
+    cols = np.minimum(((np.arange(out_w) + 0.5) * (in_w / out_w)).astype(np.int64), in_w - 1)
+    return out.astype(np.float32, copy=False), mask[rows[:, None], cols[None, :]]
+
+
+def _linear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    source = (np.arange(size_out, dtype=np.float32) + 0.5) * np.float32(size_in / size_out) - 0.5
+    source = np.clip(source, 0, size_in - 1)
+    low = np.floor(source).astype(np.int64)
+    high = np.minimum(low + 1, size_in - 1)
+    return low, high, (source - low).astype(np.float32)

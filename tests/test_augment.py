@@ -1,0 +1,136 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from unetseg import Augment, ConfigError, SegmentationDataset
+
+NO_JITTER = {"brightness": 0.0, "contrast": 0.0, "gamma": 0.0}
+
+
+def block_masks(n: int = 3, size: tuple[int, int] = (40, 56), seed: int = 0) -> list[np.ndarray]:
+    """Masks of 8x8 blocks of classes 0..3, so resizing keeps block interiors."""
+    rng = np.random.default_rng(seed)
+    cells = [rng.integers(0, 4, (size[0] // 8, size[1] // 8)) for _ in range(n)]
+    return [np.kron(c, np.ones((8, 8), dtype=np.int64)).astype(np.uint8) for c in cells]
+
+
+def mask_as_image_dataset(augment: Augment, n: int = 3) -> SegmentationDataset:
+    # The image *is* the mask (as float), so any geometric mismatch between them shows.
+    masks = block_masks(n)
+    images = [m.astype(np.float32) for m in masks]
+    return SegmentationDataset(images, masks, mean=[0.0], std=[1.0], augment=augment)
+
+
+def test_image_and_mask_move_together() -> None:
+    ds = mask_as_image_dataset(Augment(patch_size=32, scale=None, **NO_JITTER))
+    for seed in range(8):
+        image, mask = ds[(seed % 3, seed)]
+        assert image.shape == (1, 32, 32) and mask.shape == (32, 32)
+        assert mask.dtype == torch.int64 and image.dtype == torch.float32
+        torch.testing.assert_close(image[0], mask.float())
+
+
+def test_scaling_is_bilinear_for_images_and_nearest_for_masks() -> None:
+    ds = mask_as_image_dataset(Augment(patch_size=24, scale=(0.7, 1.4), **NO_JITTER))
+    for seed in range(8):
+        image, mask = ds[(seed % 3, seed)]
+        assert set(mask.unique().tolist()) <= {0, 1, 2, 3}  # no new label values
+        agree = (image[0].round() == mask.float()).float().mean().item()
+        assert agree > 0.8  # only block edges differ
+
+
+def test_seeded_items_are_reproducible_and_seeds_differ() -> None:
+    ds = mask_as_image_dataset(Augment(patch_size=16))
+    a, b, c = ds[(1, 5)], ds[(1, 5)], ds[(1, 6)]
+    torch.testing.assert_close(a, b)
+    assert not torch.equal(a[0], c[0])
+    torch.manual_seed(3)
+    d = ds[1]
+    torch.manual_seed(3)
+    torch.testing.assert_close(ds[1], d)  # plain keys draw from torch's global RNG
+
+
+def test_fast_path_matches_calling_augment_on_whole_tensors() -> None:
+    augment = Augment(patch_size=20)
+    plain = mask_as_image_dataset(augment).with_augment(None)
+    ds = plain.with_augment(augment)
+    for seed in range(4):
+        expected = augment(*plain[seed % 3], np.random.default_rng(seed))
+        torch.testing.assert_close(ds[(seed % 3, seed)], expected)
+
+
+def test_validation_view_is_not_augmented() -> None:
+    ds = mask_as_image_dataset(Augment(patch_size=16), n=5)
+    train, val = ds.split(0.4, seed=1)
+    assert val.augment is False and isinstance(train.augment, Augment)
+    image, mask = val[(0, 123)]
+    assert mask.shape == (40, 56)
+    torch.testing.assert_close((image, mask), val[0])
+
+
+def test_foreground_oversampling_raises_foreground_fraction() -> None:
+    mask = np.zeros((96, 96), dtype=np.uint8)
+    mask[70:78, 10:18] = 1
+    images = [np.zeros((96, 96), np.uint8)]
+
+    def fraction(prob: float) -> float:
+        augment = Augment(patch_size=16, scale=None, foreground_prob=prob, **NO_JITTER)
+        ds = SegmentationDataset(images, [mask], mean=[0.0], std=[1.0], augment=augment)
+        return float(np.mean([ds[(0, s)][1].float().mean().item() for s in range(60)]))
+
+    assert fraction(1.0) > 0.2 > 0.05 > fraction(0.0)
+
+
+def test_small_images_are_padded_with_ignore_index() -> None:
+    mask = np.ones((10, 12), dtype=np.uint8)
+    mask[0, 0] = 0
+    ds = SegmentationDataset(
+        [np.full((10, 12), 200, np.uint8)], [mask], ignore_index=255, mean=[0.5], std=[0.5]
+    )
+    augmented = ds.with_augment(Augment(patch_size=16, scale=None, **NO_JITTER))
+    assert augmented.augment.ignore_index == 255  # type: ignore[union-attr]
+    image, out = augmented[(0, 0)]
+    assert out.shape == (16, 16)
+    assert (out == 255).sum() == 16 * 16 - 10 * 12
+    assert (image == 0).sum() == 16 * 16 - 10 * 12  # padded with 0 after normalisation
+
+
+def test_user_callable_gets_tensors_and_rng() -> None:
+    def crop_corner(
+        image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        k = int(rng.integers(1, 4))
+        return image[:, :k, :k], mask[:k, :k]
+
+    ds = mask_as_image_dataset(Augment()).with_augment(crop_corner)
+    image, mask = ds[(0, 9)]
+    assert image.shape[-1] == mask.shape[-1] == int(np.random.default_rng(9).integers(1, 4))
+
+
+def test_augment_is_picklable_and_validated() -> None:
+    augment = Augment(patch_size=(32, 48), ignore_index=255)
+    assert pickle.loads(pickle.dumps(augment)) == augment
+    for bad in (
+        {"patch_size": 0},
+        {"patch_size": (3, 4, 5)},
+        {"scale": (2.0, 1.0)},
+        {"brightness": -1},
+        {"foreground_prob": 2},
+    ):
+        with pytest.raises(ConfigError, match="Augment"):
+            Augment(**bad)  # type: ignore[arg-type]
+
+
+def test_intensity_jitter_changes_values_but_not_shape() -> None:
+    ds = mask_as_image_dataset(
+        Augment(
+            patch_size=None, flip=False, rotate90=False, brightness=0.5, contrast=0.5, gamma=0.5
+        )
+    )
+    image, mask = ds[(0, 1)]
+    plain = ds.with_augment(False)[0]
+    assert image.shape == plain[0].shape and torch.equal(mask, plain[1])
+    assert not torch.allclose(image, plain[0])
+    assert torch.isfinite(image).all()

@@ -1,0 +1,263 @@
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unetseg import Augment, DatasetError, SegmentationDataset, UNetConfig
+from unetseg.data import pair_files
+
+
+def write(path: Path, array: np.ndarray, **kwargs: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **kwargs)
+    return path
+
+
+def make_folder(
+    root: Path, n: int = 4, size: tuple[int, int] = (12, 16), rgb: bool = True
+) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        shape = (*size, 3) if rgb else size
+        write(root / "images" / f"{i:02d}.jpg", rng.integers(0, 255, shape, dtype=np.uint8))
+        mask = np.zeros(size, np.uint8)
+        mask[: size[0] // 2] = 255
+        write(root / "masks" / f"{i:02d}_mask.png", mask)
+    return root / "images", root / "masks"
+
+
+def test_folder_pairing_tolerates_suffixes_extensions_and_hidden_files(tmp_path: Path) -> None:
+    images, masks = make_folder(tmp_path, n=3)
+    (images / ".DS_Store").write_bytes(b"\0\1junk")
+    (masks / "._00_mask.png").write_bytes(b"resource fork")
+    (images / "notes.txt").write_text("ignored")
+    pairs = pair_files(images, masks)
+    assert [(i.name, m.name) for i, m in pairs] == [
+        ("00.jpg", "00_mask.png"),
+        ("01.jpg", "01_mask.png"),
+        ("02.jpg", "02_mask.png"),
+    ]
+    ds = SegmentationDataset(images, masks)
+    assert len(ds) == 3 and ds.paths[0] == pairs[0]
+    image, mask = ds[0]
+    assert image.shape == (3, 12, 16) and image.dtype == torch.float32
+    assert mask.shape == (12, 16) and mask.dtype == torch.int64
+    assert ds.config_fields()["mask_encoding"] == "binary"
+
+
+def test_empty_and_hidden_only_folders(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "images" / ".DS_Store").write_bytes(b"x")
+    with pytest.raises(DatasetError, match=r"images holds no image files.*\.DS_Store"):
+        SegmentationDataset(tmp_path / "images", tmp_path / "masks")
+    with pytest.raises(DatasetError, match="does not exist"):
+        SegmentationDataset(tmp_path / "nope", tmp_path / "masks")
+
+
+def test_unmatched_and_duplicate_stems_are_listed(tmp_path: Path) -> None:
+    images, masks = make_folder(tmp_path, n=3)
+    (masks / "01_mask.png").unlink()
+    write(masks / "07.png", np.zeros((12, 16), np.uint8))
+    with pytest.raises(DatasetError, match=r"without a mask.*01\.jpg.*without an image.*07\.png"):
+        SegmentationDataset(images, masks)
+    write(masks / "01.png", np.zeros((12, 16), np.uint8))
+    (masks / "07.png").unlink()
+    write(images / "00.png", np.zeros((12, 16), np.uint8))
+    with pytest.raises(DatasetError, match=r"00\.jpg \+ 00\.png"):
+        SegmentationDataset(images, masks)
+
+
+def test_size_mismatch_after_exif_orientation(tmp_path: Path) -> None:
+    photo = Image.fromarray(np.zeros((10, 20, 3), np.uint8))
+    exif = photo.getexif()
+    exif[0x0112] = 6  # displayed rotated: 10 wide, 20 tall
+    photo.save(tmp_path / "p.jpg", exif=exif)
+    upright = write(tmp_path / "upright.png", np.tile([0, 255], (20, 5)).astype(np.uint8))
+    ds = SegmentationDataset([tmp_path / "p.jpg"], [upright])
+    assert ds[0][0].shape == (3, 20, 10)
+    raw = write(tmp_path / "raw.png", np.tile([0, 255], (10, 10)).astype(np.uint8))
+    with pytest.raises(DatasetError, match=r"p\.jpg is 10x20 but .*raw\.png is 20x10"):
+        SegmentationDataset([tmp_path / "p.jpg"], [raw])
+
+
+def test_corrupt_truncated_non_image_and_bomb_files(tmp_path: Path) -> None:
+    mask = write(tmp_path / "m.png", np.tile([0, 255], (16, 8)).astype(np.uint8))
+    good = write(tmp_path / "g.png", np.zeros((16, 16), np.uint8))
+    text = tmp_path / "text.png"
+    text.write_text("not an image")
+    with pytest.raises(DatasetError, match=r"text\.png: not an image"):
+        SegmentationDataset([text], [mask])
+    noisy = np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8)
+    full = write(tmp_path / "full.png", noisy).read_bytes()
+    (tmp_path / "cut.png").write_bytes(full[: len(full) // 2])
+    with pytest.raises(DatasetError, match=r"cut\.png.*truncated"):
+        SegmentationDataset([tmp_path / "cut.png"], [mask])
+    with pytest.raises(DatasetError, match=r"g\.png.*max_pixels=100"):
+        SegmentationDataset([good], [mask], max_pixels=100)
+
+
+def test_pickled_npy_fails_cleanly(tmp_path: Path) -> None:
+    np.save(tmp_path / "img.npy", np.zeros((4, 4), np.float32))
+    np.save(tmp_path / "m.npy", np.array([None, {"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DatasetError, match=r"m\.npy.*pickle"):
+        SegmentationDataset([tmp_path / "img.npy"], [tmp_path / "m.npy"])
+    np.save(tmp_path / "m.npy", np.eye(4, dtype=np.uint8))
+    ds = SegmentationDataset([tmp_path / "img.npy"], [tmp_path / "m.npy"])
+    assert ds.config_fields()["mask_encoding"] == "binary"
+
+
+def test_mask_value_problems_name_files(tmp_path: Path) -> None:
+    image = np.zeros((8, 8), np.uint8)
+    jpeg = write(tmp_path / "m.jpg", (np.indices((8, 8)).sum(0) * 16).astype(np.uint8))
+    with pytest.raises(DatasetError, match=r"JPEG.*m\.jpg.*PNG"):
+        SegmentationDataset([image], [jpeg])
+    three = np.resize(np.arange(3, dtype=np.uint8), (8, 8))
+    with pytest.raises(DatasetError, match="outside the 2 classes"):
+        SegmentationDataset([image], [three + 5], class_names=["a", "b"])
+
+
+def test_numpy_inputs_colour_masks_and_stacks() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (3, 8, 10, 3), dtype=np.uint8)
+    colours = np.array([(0, 0, 0), (255, 0, 0), (0, 255, 0)], np.uint8)
+    labels = rng.integers(0, 3, (3, 8, 10))
+    ds = SegmentationDataset(images, [colours[c] for c in labels])
+    assert ds.num_classes == 3 and ds.in_channels == 3
+    assert ds.config_fields()["class_colors"] == ((0, 0, 0), (0, 255, 0), (255, 0, 0))
+    remap = np.array([0, 2, 1])  # sorted colour order: black, green, red
+    np.testing.assert_array_equal(ds[1][1].numpy(), remap[labels[1]])
+    with pytest.raises(DatasetError, match="3 images but 2 masks"):
+        SegmentationDataset(list(images), list(labels[:2]))
+    with pytest.raises(DatasetError, match="same way"):
+        SegmentationDataset(images, "masks/")
+
+
+def test_mean_std_measured_or_given_and_recorded() -> None:
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 255, (16, 16, 3), dtype=np.uint8) for _ in range(3)]
+    masks = [rng.integers(0, 2, (16, 16)) for _ in range(3)]
+    ds = SegmentationDataset(images, masks)
+    unit = np.stack(images) / 255.0
+    np.testing.assert_allclose(ds.mean, unit.reshape(-1, 3).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(ds.std, unit.reshape(-1, 3).std(0), rtol=1e-5)
+    np.testing.assert_allclose(ds[0][0].mean(dim=(1, 2)), 0.0, atol=0.3)
+    given = SegmentationDataset(images, masks, mean=[0.5] * 3, std=[0.25] * 3)
+    expected = (torch.from_numpy(images[0] / 255.0).permute(2, 0, 1).float() - 0.5) / 0.25
+    torch.testing.assert_close(given[0][0], expected)
+    with pytest.raises(DatasetError, match="3 finite numbers"):
+        SegmentationDataset(images, masks, mean=[0.5], std=[0.2])
+    with pytest.raises(DatasetError, match="together"):
+        SegmentationDataset(images, masks, mean=[0.5] * 3)
+
+
+def test_channels_inferred_mixed_refused_or_converted(tmp_path: Path) -> None:
+    grey = np.zeros((6, 6), np.uint8)
+    rgba = np.zeros((6, 6, 4), np.uint8)
+    mask = np.tile([0, 1], (6, 3))
+    assert SegmentationDataset([rgba], [mask]).in_channels == 3  # alpha dropped
+    with pytest.raises(DatasetError, match=r"disagree on channels.*in_channels=3"):
+        SegmentationDataset([grey, rgba], [mask, mask])
+    ds = SegmentationDataset([grey, rgba], [mask, mask], in_channels=3)
+    assert ds[0][0].shape == (3, 6, 6)
+    with pytest.raises(DatasetError, match="5 channels"):
+        SegmentationDataset([np.zeros((6, 6, 5), np.uint8)], [mask], in_channels=3)
+
+
+def test_sixteen_bit_and_float_tiff_images(tmp_path: Path) -> None:
+    deep = np.array([[0, 1000], [40000, 65535]], dtype=np.uint16)
+    mask = np.array([[0, 1], [1, 0]], np.uint8)
+    path = write(tmp_path / "d.png", deep)
+    ds = SegmentationDataset([path], [mask], mean=[0.0], std=[1.0])
+    np.testing.assert_allclose(ds[0][0][0].numpy(), deep / 65535.0, rtol=1e-6)
+    floats = write(tmp_path / "f.tif", np.array([[0.0, 2.5], [-1.0, 7.0]], np.float32))
+    ds = SegmentationDataset([floats], [mask], mean=[0.0], std=[1.0])
+    np.testing.assert_array_equal(ds[0][0][0].numpy(), [[0.0, 2.5], [-1.0, 7.0]])
+
+
+def test_cache_budget_does_not_change_items(tmp_path: Path) -> None:
+    images, masks = make_folder(tmp_path, n=3)
+    cached = SegmentationDataset(images, masks)
+    uncached = SegmentationDataset(images, masks, cache_bytes=0)
+    assert "0/3 images" in uncached.describe()
+    augmented = [d.with_augment(Augment(patch_size=8)) for d in (cached, uncached)]
+    for i in range(3):
+        torch.testing.assert_close(cached[i], uncached[i])
+        torch.testing.assert_close(augmented[0][(i, i)], augmented[1][(i, i)])
+
+
+def test_split_views_inspection_and_config(tmp_path: Path) -> None:
+    images, masks = make_folder(tmp_path, n=10, rgb=False)
+    ds = SegmentationDataset(images, masks, class_names=["sky", "ground"])
+    train, val = ds.split(val_fraction=0.3, seed=4)
+    assert len(train) == 7 and len(val) == 3
+    names = {p[0] for p in train.paths} | {p[0] for p in val.paths}
+    assert len(names) == 10
+    assert [p[0] for p in ds.split(0.3, seed=4)[1].paths] == [p[0] for p in val.paths]
+    np.testing.assert_allclose(ds.class_frequencies(), [0.5, 0.5])
+    config = UNetConfig(in_channels=1, base_channels=4, depth=1).replace(**ds.config_fields())
+    assert config.class_names == ("sky", "ground") and config.mask_values == (0, 255)
+    text = ds.describe()
+    assert "10 samples" in text and "binary" in text and "sky" in text
+    with pytest.raises(DatasetError, match="val_fraction"):
+        ds.split(1.5)
+    with pytest.raises(IndexError):
+        ds[10]
+
+
+def test_views_pickle_and_work_in_dataloader_workers(tmp_path: Path) -> None:
+    images, masks = make_folder(tmp_path, n=4)
+    ds = SegmentationDataset(images, masks, augment=Augment(patch_size=8))
+    clone = pickle.loads(pickle.dumps(ds))
+    torch.testing.assert_close(clone[(2, 3)], ds[(2, 3)])
+    keys = [(i, 100 + i) for i in range(4)]
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(ds, keys),  # type: ignore[arg-type]
+        batch_size=2,
+        num_workers=1,
+    )
+    batches = list(loader)
+    torch.testing.assert_close(batches[1][0][1], ds[(3, 103)][0])
+
+
+def test_real_membrane_data_is_binary(isbi_dir: Path) -> None:
+    ds = SegmentationDataset(isbi_dir / "images", isbi_dir / "masks")
+    assert len(ds) == 30 and ds.in_channels == 1 and ds.num_classes == 2
+    fields = ds.config_fields()
+    assert fields["mask_encoding"] == "binary" and fields["mask_values"] == (0, 255)
+    assert ds.class_frequencies()[0] == pytest.approx(0.22, abs=0.02)
+    image, mask = ds[0]
+    assert image.shape == (1, 512, 512) and set(mask.unique().tolist()) == {0, 1}
+
+
+def test_palette_folder_with_void_passes_ignore_through(tmp_path: Path) -> None:
+    indices = np.resize(np.array([0, 1, 2, 255], np.uint8), (8, 8))
+    (tmp_path / "labels").mkdir()
+    for i in range(2):
+        write(tmp_path / "images" / f"{i}.png", np.zeros((8, 8, 3), np.uint8))
+        mask = Image.fromarray(indices)
+        mask.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [224, 224, 192] * 253)
+        mask.save(tmp_path / "labels" / f"{i}.png")
+    ds = SegmentationDataset(tmp_path / "images", tmp_path / "labels", ignore_index=255)
+    fields = ds.config_fields()
+    assert fields["mask_encoding"] == "palette" and fields["num_classes"] == 3
+    assert fields["class_colors"] == ((0, 0, 0), (128, 0, 0), (0, 128, 0))
+    assert fields["ignore_index"] == 255
+    np.testing.assert_array_equal(ds[0][1].numpy(), indices)
+    np.testing.assert_allclose(ds.class_frequencies(), [1 / 3] * 3)
+
+
+def test_bad_arguments_are_refused_at_construction() -> None:
+    image, mask = [np.zeros((4, 4), np.uint8)], [np.eye(4, dtype=np.uint8)]
+    with pytest.raises(DatasetError, match="augment must be"):
+        SegmentationDataset(image, mask, augment="flip")  # type: ignore[arg-type]
+    with pytest.raises(DatasetError, match="ambiguous"):
+        SegmentationDataset(image, mask, augment=True)
+    with pytest.raises(DatasetError, match="cache_bytes"):
+        SegmentationDataset(image, mask, cache_bytes=-1)
+    with pytest.raises(DatasetError, match="ignore_index"):
+        SegmentationDataset(image, mask, ignore_index="255")  # type: ignore[arg-type]
