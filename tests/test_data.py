@@ -1,75 +1,13 @@
 import pickle
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from helpers import make_folder, write
 from unetseg import Augment, DatasetError, SegmentationDataset, UNetConfig
-from unetseg.data import pair_files
-
-
-def write(path: Path, array: np.ndarray, **kwargs: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, **kwargs)
-    return path
-
-
-def make_folder(
-    root: Path, n: int = 4, size: tuple[int, int] = (12, 16), rgb: bool = True
-) -> tuple[Path, Path]:
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        shape = (*size, 3) if rgb else size
-        write(root / "images" / f"{i:02d}.jpg", rng.integers(0, 255, shape, dtype=np.uint8))
-        mask = np.zeros(size, np.uint8)
-        mask[: size[0] // 2] = 255
-        write(root / "masks" / f"{i:02d}_mask.png", mask)
-    return root / "images", root / "masks"
-
-
-def test_folder_pairing_tolerates_suffixes_extensions_and_hidden_files(tmp_path: Path) -> None:
-    images, masks = make_folder(tmp_path, n=3)
-    (images / ".DS_Store").write_bytes(b"\0\1junk")
-    (masks / "._00_mask.png").write_bytes(b"resource fork")
-    (images / "notes.txt").write_text("ignored")
-    pairs = pair_files(images, masks)
-    assert [(i.name, m.name) for i, m in pairs] == [
-        ("00.jpg", "00_mask.png"),
-        ("01.jpg", "01_mask.png"),
-        ("02.jpg", "02_mask.png"),
-    ]
-    ds = SegmentationDataset(images, masks)
-    assert len(ds) == 3 and ds.paths[0] == pairs[0]
-    image, mask = ds[0]
-    assert image.shape == (3, 12, 16) and image.dtype == torch.float32
-    assert mask.shape == (12, 16) and mask.dtype == torch.int64
-    assert ds.config_fields()["mask_encoding"] == "binary"
-
-
-def test_empty_and_hidden_only_folders(tmp_path: Path) -> None:
-    (tmp_path / "images").mkdir()
-    (tmp_path / "masks").mkdir()
-    (tmp_path / "images" / ".DS_Store").write_bytes(b"x")
-    with pytest.raises(DatasetError, match=r"images holds no image files.*\.DS_Store"):
-        SegmentationDataset(tmp_path / "images", tmp_path / "masks")
-    with pytest.raises(DatasetError, match="does not exist"):
-        SegmentationDataset(tmp_path / "nope", tmp_path / "masks")
-
-
-def test_unmatched_and_duplicate_stems_are_listed(tmp_path: Path) -> None:
-    images, masks = make_folder(tmp_path, n=3)
-    (masks / "01_mask.png").unlink()
-    write(masks / "07.png", np.zeros((12, 16), np.uint8))
-    with pytest.raises(DatasetError, match=r"without a mask.*01\.jpg.*without an image.*07\.png"):
-        SegmentationDataset(images, masks)
-    write(masks / "01.png", np.zeros((12, 16), np.uint8))
-    (masks / "07.png").unlink()
-    write(images / "00.png", np.zeros((12, 16), np.uint8))
-    with pytest.raises(DatasetError, match=r"00\.jpg \+ 00\.png"):
-        SegmentationDataset(images, masks)
 
 
 def test_size_mismatch_after_exif_orientation(tmp_path: Path) -> None:

@@ -2,12 +2,13 @@
 
 Construction does all the checking and all the decoding, once:
 
-1. pair files by stem (``x.jpg`` with ``x_mask.png``), ignoring hidden files;
+1. pair files by stem (``x.jpg`` with ``x_mask.png``), ignoring hidden files (``pairing``);
 2. read every header (size after EXIF orientation, mode) and refuse non-images,
    decompression bombs, pickled ``.npy`` files and size mismatches - before decoding;
-3. decode every mask, learn the encoding (``masks.build_codec``) and map it to classes;
+3. decode every mask, learn the encoding (``mask_encoding.build_codec``) and map it to classes;
 4. decode every image, infer ``in_channels`` and measure mean/std.
 
+Steps 2-4 fill a ``SampleStore`` (``_store``) that all views of a data set share.
 Decoded arrays stay in memory up to ``cache_bytes``; beyond it, items decode on access.
 An item crops the raw array first and converts and normalises only the crop, so
 augmented items cost about the same whatever the image size.
@@ -16,263 +17,27 @@ augmented items cost about the same whatever the image size.
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import torch
 import torch.utils.data
 
+from ._store import SampleStore
 from ._utils import logger
-from .augment import Augment, crop_with_padding, foreground_points
-from .errors import DatasetError, ImageError
-from .imaging import (
-    DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
-    convert_channels,
-    prepare_image,
-    read_image,
-    to_unit_range,
-)
-from .masks import (
-    MaskCodec,
-    MaskSummary,
-    RawMask,
-    build_codec,
-    load_npy,
-    mask_from_array,
-    read_mask,
-    scan_header,
-    summarize,
-)
+from .augment import Augment, crop_with_padding
+from .errors import DatasetError
+from .imaging import DEFAULT_MAX_PIXELS, prepare_image
+from .pairing import Inputs, resolve_inputs
 
-__all__ = ["AugmentFn", "SegmentationDataset", "pair_files"]
+__all__ = ["AugmentFn", "SegmentationDataset"]
 
 #: A user augmentation: (image (C, H, W) float, mask (H, W) int64, rng) -> (image, mask).
 AugmentFn = Callable[
     [torch.Tensor, torch.Tensor, np.random.Generator], tuple[torch.Tensor, torch.Tensor]
 ]
-Source: TypeAlias = Path | np.ndarray
-Inputs: TypeAlias = str | os.PathLike[str] | np.ndarray | Sequence[Any]
-
-_EXTENSIONS = (*IMAGE_EXTENSIONS, ".npy")
-_MASK_SUFFIXES = (
-    "mask", "masks", "label", "labels", "lbl", "gt", "groundtruth", "ground_truth", "seg",
-    "segmentation", "annotation", "annotations", "anno", "target", "trimap",
-)  # fmt: skip
-_IMAGE_SUFFIXES = ("image", "img", "im", "input", "raw")
-_SEPARATORS = ("_", "-", ".", " ")
-_STATS_PIXELS = 16_384  # mean/std are estimated from about this many pixels per image
-_MAX_LISTED = 10
-
-
-def _listing(items: Sequence[object], limit: int = _MAX_LISTED) -> str:
-    more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(str(i) for i in items[:limit]) + more
-
-
-def _pair_key(stem: str, suffixes: Sequence[str]) -> str:
-    lower = stem.lower()
-    for suffix in suffixes:
-        for sep in _SEPARATORS:
-            tail = sep + suffix
-            if lower.endswith(tail) and len(stem) > len(tail):
-                return stem[: -len(tail)]
-    return stem
-
-
-def _list_folder(folder: Path, what: str) -> list[Path]:
-    if not folder.is_dir():
-        raise DatasetError(f"{what} folder {folder} does not exist or is not a folder")
-    entries = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    files = [p for p in entries if p.suffix.lower() in _EXTENSIONS]
-    skipped = [p.name for p in entries if p.suffix.lower() not in _EXTENSIONS]
-    if skipped:
-        logger.info(
-            "%s: ignoring %d non-image file(s): %s", folder, len(skipped), _listing(skipped)
-        )
-    if not files:
-        raise DatasetError(
-            f"{what} folder {folder} holds no image files (hidden files such as .DS_Store and "
-            f"._x.png are ignored; accepted: {', '.join(_EXTENSIONS)}); point to the folder "
-            "that holds the images"
-        )
-    return files
-
-
-def _keyed(files: list[Path], suffixes: Sequence[str], what: str) -> dict[str, Path]:
-    groups: dict[str, list[Path]] = {}
-    for path in files:
-        groups.setdefault(_pair_key(path.stem, suffixes), []).append(path)
-    duplicates = [" + ".join(p.name for p in group) for group in groups.values() if len(group) > 1]
-    if duplicates:
-        raise DatasetError(
-            f"{what} folder {files[0].parent} has several files for the same stem: "
-            f"{_listing(duplicates)}; keep one file per stem (remove or rename the others)"
-        )
-    return {key: group[0] for key, group in groups.items()}
-
-
-def pair_files(
-    image_dir: str | os.PathLike[str], mask_dir: str | os.PathLike[str]
-) -> list[tuple[Path, Path]]:
-    """Pair images with masks by file stem.
-
-    Mask stems may carry a suffix (``_mask``, ``_label``, ``_gt``, ``-seg``, ...), image
-    stems ``_image``/``_img``; extensions may differ (``x.jpg`` with ``x.png``). Hidden
-    files and non-image files are ignored.
-
-    Returns:
-        (image, mask) paths, sorted by image name.
-
-    Raises:
-        DatasetError: an empty folder, several files with one stem, or unmatched stems
-            (all listed).
-    """
-    images = _keyed(_list_folder(Path(image_dir), "image"), _IMAGE_SUFFIXES, "image")
-    masks = _keyed(_list_folder(Path(mask_dir), "mask"), _MASK_SUFFIXES, "mask")
-    lonely_images = sorted(images[k].name for k in images.keys() - masks.keys())
-    lonely_masks = sorted(masks[k].name for k in masks.keys() - images.keys())
-    if lonely_images or lonely_masks:
-        parts = []
-        if lonely_images:
-            parts.append(f"images without a mask in {mask_dir}: {_listing(lonely_images)}")
-        if lonely_masks:
-            parts.append(f"masks without an image in {image_dir}: {_listing(lonely_masks)}")
-        raise DatasetError(
-            "; ".join(parts) + ". Masks pair with images by file stem (x.jpg with x.png or "
-            "x_mask.png); rename them, or pass two lists of paths in matching order"
-        )
-    return sorted(((images[k], masks[k]) for k in images), key=lambda pair: pair[0].name)
-
-
-def _sources(items: Inputs, what: str) -> list[Source]:
-    if isinstance(items, np.ndarray):
-        if items.ndim < 3:
-            raise DatasetError(
-                f"{what}: a single array must stack N items as (N, H, W) or (N, H, W, C), got "
-                f"shape {items.shape}; pass a list of arrays for one item"
-            )
-        return list(items)
-    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
-        raise DatasetError(f"{what}: expected a folder, a list of paths or a list of arrays")
-    out: list[Source] = []
-    for item in items:
-        if isinstance(item, np.ndarray):
-            out.append(item)
-        elif isinstance(item, (str, os.PathLike)):
-            out.append(Path(item))
-        elif isinstance(item, torch.Tensor):
-            out.append(item.detach().cpu().numpy())
-        else:
-            raise DatasetError(f"{what}: {type(item).__name__} is neither a path nor an array")
-    return out
-
-
-def _resolve(images: Inputs, masks: Inputs) -> list[tuple[Source, Source]]:
-    folders = [isinstance(x, (str, os.PathLike)) for x in (images, masks)]
-    if all(folders):
-        return [(i, m) for i, m in pair_files(images, masks)]  # type: ignore[arg-type]
-    if any(folders):
-        raise DatasetError(
-            "pass images and masks the same way: two folders, or two lists in matching order"
-        )
-    image_list, mask_list = _sources(images, "images"), _sources(masks, "masks")
-    if len(image_list) != len(mask_list):
-        raise DatasetError(
-            f"{len(image_list)} images but {len(mask_list)} masks; the lists pair by position"
-        )
-    if not image_list:
-        raise DatasetError("no images given; pass a folder or a non-empty list")
-    return list(zip(image_list, mask_list, strict=True))
-
-
-def _name(source: Source, index: int, what: str) -> str:
-    return str(source) if isinstance(source, Path) else f"{what}[{index}]"
-
-
-def _native(array: np.ndarray, name: str) -> np.ndarray:
-    """Keep dtypes whose [0, 1] scaling does not depend on content; rescale the rest now."""
-    if array.ndim not in (2, 3) or 0 in array.shape:
-        raise ImageError(f"{name}: expected an (H, W) or (H, W, C) image, got shape {array.shape}")
-    if array.dtype in (np.uint8, np.uint16, np.bool_):
-        return array
-    unit = to_unit_range(array)  # checks NaN/inf too
-    return unit
-
-
-def _natural_channels(channels: int) -> int:
-    """Channels a model should take for an image with ``channels``: alpha is dropped."""
-    return {2: 1, 4: 3}.get(channels, channels)
-
-
-class _Store:
-    """Sources, decoded-array cache and per-sample facts shared by a data set's views."""
-
-    def __init__(self, pairs: list[tuple[Source, Source]], max_pixels: int) -> None:
-        self.images = [p[0] for p in pairs]
-        self.masks = [p[1] for p in pairs]
-        self.max_pixels = max_pixels
-        self.image_cache: dict[int, np.ndarray] = {}
-        self.mask_cache: dict[int, np.ndarray] = {}
-        self.cached_bytes = 0
-        self.cache_bytes = 0
-        self.codec: MaskCodec
-        self.counts = np.zeros((0, 0), dtype=np.int64)  # (N, K) pixels per class
-        self.foreground: list[np.ndarray] = []
-        self.shapes: list[tuple[int, int]] = []
-        self.in_channels = 0
-        self.mean: tuple[float, ...] = ()
-        self.std: tuple[float, ...] = ()
-
-    def name(self, index: int, which: str = "image") -> str:
-        source = self.images[index] if which == "image" else self.masks[index]
-        return _name(source, index, f"{which}s")
-
-    def keep(self, cache: dict[int, np.ndarray], index: int, array: np.ndarray) -> None:
-        if self.cached_bytes + array.nbytes <= self.cache_bytes:
-            cache[index] = array
-            self.cached_bytes += array.nbytes
-
-    def decode_image(self, index: int) -> np.ndarray:
-        source = self.images[index]
-        name = self.name(index)
-        if isinstance(source, np.ndarray):
-            return _native(source, name)
-        if source.suffix.lower() == ".npy":
-            array = load_npy(source)
-        else:
-            array = read_image(source, max_pixels=self.max_pixels)
-        return _native(array, name)
-
-    def decode_raw_mask(self, index: int) -> RawMask:
-        source = self.masks[index]
-        if isinstance(source, np.ndarray):
-            return mask_from_array(source, name=self.name(index, "mask"))
-        return read_mask(source, max_pixels=self.max_pixels)
-
-    def image(self, index: int) -> np.ndarray:
-        cached = self.image_cache.get(index)
-        if cached is not None:
-            return cached
-        source = self.images[index]
-        if isinstance(source, np.ndarray) and source.dtype in (np.uint8, np.uint16, np.bool_):
-            return source
-        return self.decode_image(index)
-
-    def mask(self, index: int) -> np.ndarray:
-        cached = self.mask_cache.get(index)
-        if cached is not None:
-            return cached
-        return self.codec.decode(self.decode_raw_mask(index), self.name(index, "mask"))
-
-
-def _collect(errors: list[str], fix: str) -> None:
-    if errors:
-        raise DatasetError(f"{len(errors)} bad file(s): {'; '.join(errors[:_MAX_LISTED])}. {fix}")
 
 
 class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -310,7 +75,7 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             for what was found when everything is fine).
     """
 
-    _store: _Store
+    _store: SampleStore
     _indices: np.ndarray
     _augment: Augment | AugmentFn | bool | None
 
@@ -338,146 +103,19 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
         if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
             raise DatasetError(f"cache_bytes must be a non-negative int, got {cache_bytes!r}")
         self._augment = _with_ignore(augment, ignore_index)
-        store = _Store(_resolve(images, masks), max_pixels)
+        store = SampleStore(resolve_inputs(images, masks), max_pixels)
         store.cache_bytes = cache_bytes
         self._store, self._indices = store, np.arange(len(store.images))
-        self._scan()
-        self._read_masks(ignore_index, class_names, color_map)
-        self._read_images(in_channels, mean, std)
+        store.scan()
+        store.read_masks(ignore_index, class_names, color_map)
+        store.read_images(in_channels, mean, std)
         logger.info("%s", self.describe())
-
-    # ------------------------------------------------------------------ construction
-
-    def _scan(self) -> None:
-        """Headers only: refuse non-images, bombs and pickles, and compare sizes."""
-        store, errors, mismatched = self._store, [], []
-        shapes: list[tuple[int, int]] = []
-        for index, (image, mask) in enumerate(zip(store.images, store.masks, strict=True)):
-            sizes = []
-            for source in (image, mask):
-                try:
-                    if isinstance(source, Path):
-                        size = scan_header(source, max_pixels=store.max_pixels).size
-                        sizes.append((size[1], size[0]))
-                    else:
-                        sizes.append((int(source.shape[0]), int(source.shape[1])))
-                except ImageError as err:
-                    errors.append(str(err))
-            if len(sizes) == 2 and sizes[0] != sizes[1]:
-                mismatched.append(
-                    f"{store.name(index)} is {sizes[0][1]}x{sizes[0][0]} but "
-                    f"{store.name(index, 'mask')} is {sizes[1][1]}x{sizes[1][0]}"
-                )
-            shapes.append(sizes[0] if sizes else (0, 0))
-        _collect(errors, "Remove these files or re-save them as PNG.")
-        if mismatched:
-            raise DatasetError(
-                f"image and mask sizes differ (width x height, after EXIF orientation): "
-                f"{_listing(mismatched)}; masks must have their image's size - check the pairing "
-                "or resize the mask with nearest-neighbour interpolation"
-            )
-        store.shapes = shapes
-
-    def _read_masks(
-        self,
-        ignore_index: int | None,
-        class_names: Sequence[str] | None,
-        color_map: Mapping[Any, int] | Sequence[Any] | None,
-    ) -> None:
-        """Decode every mask once: learn the encoding, count classes, cache class maps."""
-        store, errors = self._store, []
-        summaries: list[MaskSummary] = []
-        raws: dict[int, RawMask] = {}
-        for index in range(len(store.masks)):
-            name = store.name(index, "mask")
-            try:
-                raw = store.decode_raw_mask(index)
-            except ImageError as err:
-                errors.append(str(err))
-                continue
-            summaries.append(summarize(raw, name))
-            if sum(r.array.nbytes for r in raws.values()) + raw.array.nbytes <= store.cache_bytes:
-                raws[index] = raw
-        _collect(errors, "Remove these masks or re-save them as PNG.")
-        store.codec = build_codec(
-            summaries, ignore_index=ignore_index, class_names=class_names, color_map=color_map
-        )
-        counts = []
-        for index, summary in enumerate(summaries):
-            kept = raws.pop(index, None)
-            raw = kept if kept is not None else store.decode_raw_mask(index)
-            classes = store.codec.decode(raw, summary.name)
-            _check_shape(classes.shape, store.shapes[index], summary.name)
-            store.keep(store.mask_cache, index, classes)
-            store.foreground.append(foreground_points(classes, ignore_index))
-            counts.append(store.codec.class_counts(summary))
-        store.counts = np.stack(counts)
-
-    def _read_images(
-        self,
-        in_channels: int | None,
-        mean: Sequence[float] | None,
-        std: Sequence[float] | None,
-    ) -> None:
-        """Decode every image once: check it, settle in_channels, measure mean and std."""
-        store, errors = self._store, []
-        channels: dict[int, list[str]] = {}
-        decoded: list[np.ndarray | None] = []
-        for index in range(len(store.images)):
-            try:
-                array = store.decode_image(index)
-            except ImageError as err:
-                errors.append(str(err))
-                decoded.append(None)
-                continue
-            _check_shape(array.shape[:2], store.shapes[index], store.name(index))
-            found = _natural_channels(array.shape[2] if array.ndim == 3 else 1)
-            channels.setdefault(found, []).append(store.name(index))
-            store.keep(store.image_cache, index, array)
-            decoded.append(array if index in store.image_cache else None)
-        _collect(errors, "Remove these images or re-save them as PNG.")
-        if in_channels is None:
-            if len(channels) > 1:
-                groups = "; ".join(
-                    f"{c} channel(s): {_listing(names, 3)}" for c, names in sorted(channels.items())
-                )
-                raise DatasetError(
-                    f"images disagree on channels ({groups}); pass in_channels=3 to repeat grey "
-                    "images as RGB, or in_channels=1 to turn colour images into grey"
-                )
-            in_channels = next(iter(channels))
-        for count, names in channels.items():
-            try:
-                convert_channels(np.zeros((1, 1, count), np.float32), in_channels, name=names[0])
-            except ImageError as err:
-                raise DatasetError(f"{err} (in_channels={in_channels})") from None
-        store.in_channels = in_channels
-        if mean is not None and std is not None:
-            store.mean, store.std = _check_stats(mean, std, in_channels)
-            return
-        total = np.zeros(in_channels)
-        squares = np.zeros(in_channels)
-        pixels = 0
-        for index in range(len(store.images)):
-            kept = decoded[index]
-            array = kept if kept is not None else store.decode_image(index)
-            stride = max(1, math.isqrt(array.shape[0] * array.shape[1] // _STATS_PIXELS))
-            sample = convert_channels(to_unit_range(array[::stride, ::stride]), in_channels)
-            flat = sample.reshape(-1, in_channels).astype(np.float64)
-            total += flat.sum(axis=0)
-            squares += (flat**2).sum(axis=0)
-            pixels += flat.shape[0]
-        means = total / pixels
-        stds = np.sqrt(np.maximum(squares / pixels - means**2, 0.0))
-        stds = np.where(stds < 1e-6, 1.0, stds)  # constant images: do not blow them up
-        store.mean = tuple(float(m) for m in means)
-        store.std = tuple(float(s) for s in stds)
 
     # ------------------------------------------------------------------ views
 
     @classmethod
     def _view(
-        cls, store: _Store, indices: np.ndarray, augment: Augment | AugmentFn | bool | None
+        cls, store: SampleStore, indices: np.ndarray, augment: Augment | AugmentFn | bool | None
     ) -> SegmentationDataset:
         view = cls.__new__(cls)
         view._store, view._indices, view._augment = store, indices, augment
@@ -690,34 +328,8 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
         )
 
 
-def _check_shape(found: tuple[int, ...], expected: tuple[int, int], name: str) -> None:
-    # The header scan compares sizes; this catches orientation tags it could not see.
-    if tuple(found) != expected:
-        raise DatasetError(
-            f"{name}: decoded as {found[1]}x{found[0]} but its pair is "
-            f"{expected[1]}x{expected[0]} (width x height, after EXIF orientation); masks must "
-            "have their image's size"
-        )
-
-
 def _fmt(values: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
-
-
-def _check_stats(
-    mean: Sequence[float], std: Sequence[float], in_channels: int
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    out = []
-    for name, values in (("mean", mean), ("std", std)):
-        numbers = tuple(float(v) for v in values)
-        if len(numbers) != in_channels or not all(math.isfinite(v) for v in numbers):
-            raise DatasetError(
-                f"{name} must be {in_channels} finite numbers (one per input channel), got {values!r}"
-            )
-        out.append(numbers)
-    if any(s <= 0 for s in out[1]):
-        raise DatasetError(f"std must be positive, got {std!r}")
-    return out[0], out[1]
 
 
 def _with_ignore(

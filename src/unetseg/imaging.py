@@ -212,12 +212,16 @@ def convert_channels(array: np.ndarray, in_channels: int, *, name: str = "image"
 def normalize(
     array: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None
 ) -> np.ndarray:
-    """(H, W, C) float -> (array - mean) / std per channel; identity when mean is None."""
+    """(H, W, C) float -> float32 (array - mean) / std per channel; identity when mean is None."""
     if mean is None or std is None:
         return array
     mean_arr = np.asarray(mean, dtype=np.float32)
     std_arr = np.asarray(std, dtype=np.float32)
-    return (array - mean_arr) / std_arr
+    # One allocation: subtract into a new float32 array, then divide it in place. Dividing
+    # (not multiplying by 1/std) keeps the result bit-identical to (array - mean) / std.
+    out: np.ndarray = np.subtract(array, mean_arr, dtype=np.float32)
+    np.divide(out, std_arr, out=out)
+    return out
 
 
 def prepare_image(

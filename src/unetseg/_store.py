@@ -1,0 +1,279 @@
+"""The samples behind a ``SegmentationDataset``: sources, decoded arrays and per-sample facts.
+
+``SampleStore`` is built once per data set and shared by all of its views (``split``,
+``with_augment``). Construction reads everything once, in this order:
+
+1. ``scan``: headers only (size after EXIF orientation); refuse non-images, decompression
+   bombs, pickled ``.npy`` files and image/mask size mismatches before decoding anything;
+2. ``read_masks``: decode every mask, learn the encoding (``mask_encoding.build_codec``), count
+   pixels per class and find foreground points for crops;
+3. ``read_images``: decode every image, settle ``in_channels`` and measure mean/std.
+
+Decoded arrays stay in memory up to ``cache_bytes``; beyond it, samples decode on access.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .augment import foreground_points
+from .errors import DatasetError, ImageError
+from .imaging import convert_channels, read_image, to_unit_range
+from .mask_codec import MaskCodec
+from .mask_encoding import build_codec
+from .masks import (
+    MaskSummary,
+    RawMask,
+    load_npy,
+    mask_from_array,
+    read_mask,
+    scan_header,
+    summarize,
+)
+from .pairing import MAX_LISTED, Source, listing
+
+__all__ = ["SampleStore"]
+
+_STATS_PIXELS = 16_384  # mean/std are estimated from about this many pixels per image
+
+
+def _name(source: Source, index: int, what: str) -> str:
+    return str(source) if isinstance(source, Path) else f"{what}[{index}]"
+
+
+def _native(array: np.ndarray, name: str) -> np.ndarray:
+    """Keep dtypes whose [0, 1] scaling does not depend on content; rescale the rest now."""
+    if array.ndim not in (2, 3) or 0 in array.shape:
+        raise ImageError(f"{name}: expected an (H, W) or (H, W, C) image, got shape {array.shape}")
+    if array.dtype in (np.uint8, np.uint16, np.bool_):
+        return array
+    unit = to_unit_range(array)  # checks NaN/inf too
+    return unit
+
+
+def _natural_channels(channels: int) -> int:
+    """Channels a model should take for an image with ``channels``: alpha is dropped."""
+    return {2: 1, 4: 3}.get(channels, channels)
+
+
+def _collect(errors: list[str], fix: str) -> None:
+    if errors:
+        raise DatasetError(f"{len(errors)} bad file(s): {'; '.join(errors[:MAX_LISTED])}. {fix}")
+
+
+class SampleStore:
+    """Sources, decoded-array cache and per-sample facts shared by a data set's views."""
+
+    def __init__(self, pairs: list[tuple[Source, Source]], max_pixels: int) -> None:
+        self.images = [p[0] for p in pairs]
+        self.masks = [p[1] for p in pairs]
+        self.max_pixels = max_pixels
+        self.image_cache: dict[int, np.ndarray] = {}
+        self.mask_cache: dict[int, np.ndarray] = {}
+        self.cached_bytes = 0
+        self.cache_bytes = 0
+        self.codec: MaskCodec
+        self.counts = np.zeros((0, 0), dtype=np.int64)  # (N, K) pixels per class
+        self.foreground: list[np.ndarray] = []
+        self.shapes: list[tuple[int, int]] = []
+        self.in_channels = 0
+        self.mean: tuple[float, ...] = ()
+        self.std: tuple[float, ...] = ()
+
+    def name(self, index: int, which: str = "image") -> str:
+        source = self.images[index] if which == "image" else self.masks[index]
+        return _name(source, index, f"{which}s")
+
+    def keep(self, cache: dict[int, np.ndarray], index: int, array: np.ndarray) -> None:
+        if self.cached_bytes + array.nbytes <= self.cache_bytes:
+            cache[index] = array
+            self.cached_bytes += array.nbytes
+
+    def decode_image(self, index: int) -> np.ndarray:
+        source = self.images[index]
+        name = self.name(index)
+        if isinstance(source, np.ndarray):
+            return _native(source, name)
+        if source.suffix.lower() == ".npy":
+            array = load_npy(source)
+        else:
+            array = read_image(source, max_pixels=self.max_pixels)
+        return _native(array, name)
+
+    def decode_raw_mask(self, index: int) -> RawMask:
+        source = self.masks[index]
+        if isinstance(source, np.ndarray):
+            return mask_from_array(source, name=self.name(index, "mask"))
+        return read_mask(source, max_pixels=self.max_pixels)
+
+    def image(self, index: int) -> np.ndarray:
+        cached = self.image_cache.get(index)
+        if cached is not None:
+            return cached
+        source = self.images[index]
+        if isinstance(source, np.ndarray) and source.dtype in (np.uint8, np.uint16, np.bool_):
+            return source
+        return self.decode_image(index)
+
+    def mask(self, index: int) -> np.ndarray:
+        cached = self.mask_cache.get(index)
+        if cached is not None:
+            return cached
+        return self.codec.decode(self.decode_raw_mask(index), self.name(index, "mask"))
+
+    def scan(self) -> None:
+        """Headers only: refuse non-images, bombs and pickles, and compare sizes."""
+        errors: list[str] = []
+        mismatched: list[str] = []
+        shapes: list[tuple[int, int]] = []
+        for index, (image, mask) in enumerate(zip(self.images, self.masks, strict=True)):
+            sizes = []
+            for source in (image, mask):
+                try:
+                    if isinstance(source, Path):
+                        size = scan_header(source, max_pixels=self.max_pixels).size
+                        sizes.append((size[1], size[0]))
+                    else:
+                        sizes.append((int(source.shape[0]), int(source.shape[1])))
+                except ImageError as err:
+                    errors.append(str(err))
+            if len(sizes) == 2 and sizes[0] != sizes[1]:
+                mismatched.append(
+                    f"{self.name(index)} is {sizes[0][1]}x{sizes[0][0]} but "
+                    f"{self.name(index, 'mask')} is {sizes[1][1]}x{sizes[1][0]}"
+                )
+            shapes.append(sizes[0] if sizes else (0, 0))
+        _collect(errors, "Remove these files or re-save them as PNG.")
+        if mismatched:
+            raise DatasetError(
+                f"image and mask sizes differ (width x height, after EXIF orientation): "
+                f"{listing(mismatched)}; masks must have their image's size - check the pairing "
+                "or resize the mask with nearest-neighbour interpolation"
+            )
+        self.shapes = shapes
+
+    def read_masks(
+        self,
+        ignore_index: int | None,
+        class_names: Sequence[str] | None,
+        color_map: Mapping[Any, int] | Sequence[Any] | None,
+    ) -> None:
+        """Decode every mask once: learn the encoding, count classes, cache class maps."""
+        errors: list[str] = []
+        summaries: list[MaskSummary] = []
+        raws: dict[int, RawMask] = {}
+        for index in range(len(self.masks)):
+            name = self.name(index, "mask")
+            try:
+                raw = self.decode_raw_mask(index)
+            except ImageError as err:
+                errors.append(str(err))
+                continue
+            summaries.append(summarize(raw, name))
+            if sum(r.array.nbytes for r in raws.values()) + raw.array.nbytes <= self.cache_bytes:
+                raws[index] = raw
+        _collect(errors, "Remove these masks or re-save them as PNG.")
+        self.codec = build_codec(
+            summaries, ignore_index=ignore_index, class_names=class_names, color_map=color_map
+        )
+        counts = []
+        for index, summary in enumerate(summaries):
+            kept = raws.pop(index, None)
+            raw = kept if kept is not None else self.decode_raw_mask(index)
+            classes = self.codec.decode(raw, summary.name)
+            _check_shape(classes.shape, self.shapes[index], summary.name)
+            self.keep(self.mask_cache, index, classes)
+            self.foreground.append(foreground_points(classes, ignore_index))
+            counts.append(self.codec.class_counts(summary))
+        self.counts = np.stack(counts)
+
+    def read_images(
+        self,
+        in_channels: int | None,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+    ) -> None:
+        """Decode every image once: check it, settle in_channels, measure mean and std."""
+        errors: list[str] = []
+        channels: dict[int, list[str]] = {}
+        decoded: list[np.ndarray | None] = []
+        for index in range(len(self.images)):
+            try:
+                array = self.decode_image(index)
+            except ImageError as err:
+                errors.append(str(err))
+                decoded.append(None)
+                continue
+            _check_shape(array.shape[:2], self.shapes[index], self.name(index))
+            found = _natural_channels(array.shape[2] if array.ndim == 3 else 1)
+            channels.setdefault(found, []).append(self.name(index))
+            self.keep(self.image_cache, index, array)
+            decoded.append(array if index in self.image_cache else None)
+        _collect(errors, "Remove these images or re-save them as PNG.")
+        if in_channels is None:
+            if len(channels) > 1:
+                groups = "; ".join(
+                    f"{c} channel(s): {listing(names, 3)}" for c, names in sorted(channels.items())
+                )
+                raise DatasetError(
+                    f"images disagree on channels ({groups}); pass in_channels=3 to repeat grey "
+                    "images as RGB, or in_channels=1 to turn colour images into grey"
+                )
+            in_channels = next(iter(channels))
+        for count, names in channels.items():
+            try:
+                convert_channels(np.zeros((1, 1, count), np.float32), in_channels, name=names[0])
+            except ImageError as err:
+                raise DatasetError(f"{err} (in_channels={in_channels})") from None
+        self.in_channels = in_channels
+        if mean is not None and std is not None:
+            self.mean, self.std = _check_stats(mean, std, in_channels)
+            return
+        total = np.zeros(in_channels)
+        squares = np.zeros(in_channels)
+        pixels = 0
+        for index in range(len(self.images)):
+            kept = decoded[index]
+            array = kept if kept is not None else self.decode_image(index)
+            stride = max(1, math.isqrt(array.shape[0] * array.shape[1] // _STATS_PIXELS))
+            sample = convert_channels(to_unit_range(array[::stride, ::stride]), in_channels)
+            flat = sample.reshape(-1, in_channels).astype(np.float64)
+            total += flat.sum(axis=0)
+            squares += (flat**2).sum(axis=0)
+            pixels += flat.shape[0]
+        means = total / pixels
+        stds = np.sqrt(np.maximum(squares / pixels - means**2, 0.0))
+        stds = np.where(stds < 1e-6, 1.0, stds)  # constant images: do not blow them up
+        self.mean = tuple(float(m) for m in means)
+        self.std = tuple(float(s) for s in stds)
+
+
+def _check_shape(found: tuple[int, ...], expected: tuple[int, int], name: str) -> None:
+    # The header scan compares sizes; this catches orientation tags it could not see.
+    if tuple(found) != expected:
+        raise DatasetError(
+            f"{name}: decoded as {found[1]}x{found[0]} but its pair is "
+            f"{expected[1]}x{expected[0]} (width x height, after EXIF orientation); masks must "
+            "have their image's size"
+        )
+
+
+def _check_stats(
+    mean: Sequence[float], std: Sequence[float], in_channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    out = []
+    for name, values in (("mean", mean), ("std", std)):
+        numbers = tuple(float(v) for v in values)
+        if len(numbers) != in_channels or not all(math.isfinite(v) for v in numbers):
+            raise DatasetError(
+                f"{name} must be {in_channels} finite numbers (one per input channel), got {values!r}"
+            )
+        out.append(numbers)
+    if any(s <= 0 for s in out[1]):
+        raise DatasetError(f"std must be positive, got {std!r}")
+    return out[0], out[1]
