@@ -28,7 +28,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, overload
+from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
 
 import numpy as np
 import torch
@@ -61,7 +61,8 @@ PROGRESS_MIN_TILES = 8
 
 #: What ``segment()`` takes as one image.
 ImageInput: TypeAlias = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
-ImageList: TypeAlias = list[ImageInput] | tuple[ImageInput, ...]
+# Lists are invariant: a TypeVar lets list[Path] or list[np.ndarray] match the overloads.
+_Image = TypeVar("_Image", bound=ImageInput)
 ModelInput: TypeAlias = nn.Module | str | os.PathLike[str]
 _Result: TypeAlias = tuple[np.ndarray, np.ndarray | None]
 
@@ -132,7 +133,7 @@ def segment(
 @overload
 def segment(
     model: ModelInput,
-    image: ImageList,
+    image: list[_Image] | tuple[_Image, ...],
     *,
     tile_size: int | None = ...,
     overlap: float = ...,
@@ -146,7 +147,7 @@ def segment(
 @overload
 def segment(
     model: ModelInput,
-    image: ImageList,
+    image: list[_Image] | tuple[_Image, ...],
     *,
     tile_size: int | None = ...,
     overlap: float = ...,
@@ -160,7 +161,7 @@ def segment(
 @overload
 def segment(
     model: ModelInput,
-    image: ImageInput | ImageList,
+    image: ImageInput | Sequence[ImageInput],
     *,
     tile_size: int | None = ...,
     overlap: float = ...,
@@ -175,7 +176,7 @@ def segment(
 
 def segment(
     model: ModelInput,
-    image: ImageInput | ImageList,
+    image: ImageInput | Sequence[ImageInput],
     *,
     tile_size: int | None = None,
     overlap: float = 0.25,
@@ -226,7 +227,11 @@ def segment(
     _check_arguments(tile_size, overlap, batch_size, max_memory)
     net, config = _resolve_model(model)
     is_list = isinstance(image, (list, tuple))
-    items: Sequence[ImageInput] = image if isinstance(image, (list, tuple)) else [image]
+    items: Sequence[ImageInput]
+    if isinstance(image, (list, tuple)):  # noqa: SIM108 (a ternary defeats mypy's narrowing)
+        items = image
+    else:
+        items = [cast("ImageInput", image)]
     if is_list and not items:
         return []
 
