@@ -20,7 +20,9 @@ from .errors import (
     UnetsegError,
     WeightsError,
 )
+from .infer import segment
 from .model import UNet
+from .visualize import colorize, overlay, save_mask, save_overlay, to_mask_values
 
 __version__ = "0.1.0"
 
@@ -38,6 +40,12 @@ __all__ = [
     "UnetsegError",
     "WeightsError",
     "__version__",
+    "colorize",
+    "overlay",
+    "save_mask",
+    "save_overlay",
+    "segment",
+    "to_mask_values",
 ]
 
 # A library must not configure logging; users opt in with logging.basicConfig().
