@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from unetseg import UNetConfig
 from unetseg.mask_codec import MaskCodec
 from unetseg.mask_encoding import build_codec
-from unetseg.masks import read_mask, render_mask, summarize
+from unetseg.masks import read_mask, summarize
+from unetseg.visualize import mask_image
 
 
 def write(path: Path, array: np.ndarray, **kwargs: Any) -> Path:
@@ -50,10 +52,10 @@ def blocks(values: list[int], shape: tuple[int, int] = (6, 8)) -> np.ndarray:
 
 def round_trip(codec: MaskCodec, path: Path) -> tuple[np.ndarray, Image.Image]:
     classes = codec.decode(read_mask(path), str(path))
-    back = render_mask(
-        classes,
+    config = UNetConfig(
+        num_classes=codec.num_classes,
         mask_encoding=codec.encoding,
         mask_values=codec.mask_values,
         class_colors=codec.class_colors,
     )
-    return classes, back
+    return classes, mask_image(classes, config)

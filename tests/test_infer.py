@@ -216,10 +216,11 @@ def test_model_by_path_uses_from_pretrained(
     assert calls == [str(tmp_path), "user/repo"]
 
 
-def test_model_by_path_without_hub_support_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(UNet, "from_pretrained", raising=False)
-    with pytest.raises(InputError, match="from_pretrained"):
-        segment("some/folder", np.zeros((8, 8), np.uint8))
+def test_model_saved_to_a_folder_segments_like_the_original(tmp_path: Path) -> None:
+    model = tiny().eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    image = np.random.default_rng(6).random((20, 13), dtype=np.float32)
+    np.testing.assert_array_equal(segment(tmp_path / "ckpt", image), segment(model, image))
 
 
 # --- tiling ----------------------------------------------------------------------------

@@ -5,8 +5,9 @@ import pytest
 from PIL import Image
 
 from helpers import blocks, codec_for, round_trip, save
-from unetseg import ImageError
-from unetseg.masks import default_colors, read_mask, render_mask, scan_header
+from unetseg import ImageError, UNetConfig
+from unetseg.masks import read_mask, scan_header
+from unetseg.visualize import mask_image
 
 
 def test_sixteen_bit_masks(tmp_path: Path) -> None:
@@ -55,12 +56,8 @@ def test_float_masks_must_be_integer_valued(tmp_path: Path) -> None:
         read_mask(path)
 
 
-def test_render_mask_sixteen_bit_and_errors() -> None:
-    back = render_mask(np.array([[0, 1]]), mask_encoding="grey", mask_values=(0, 40000))
+def test_sixteen_bit_grey_values_are_written_back_as_sixteen_bit() -> None:
+    config = UNetConfig(num_classes=2, mask_encoding="grey", mask_values=(0, 40000))
+    back = mask_image(np.array([[0, 1]]), config)
     assert back.mode == "I;16"
     np.testing.assert_array_equal(np.asarray(back), [[0, 40000]])
-    index = render_mask(np.array([[0, 3]]), mask_encoding=None)
-    np.testing.assert_array_equal(np.asarray(index), [[0, 3]])
-    with pytest.raises(ValueError, match="class_colors"):
-        render_mask(np.zeros((2, 2)), mask_encoding="color")
-    assert default_colors(3) == ((0, 0, 0), (128, 0, 0), (0, 128, 0))

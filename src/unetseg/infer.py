@@ -289,16 +289,7 @@ def _check_arguments(
 def _resolve_model(model: ModelInput) -> tuple[nn.Module, UNetConfig]:
     """A module with a ``UNetConfig`` in ``.config``; paths and repo ids are loaded."""
     if isinstance(model, (str, os.PathLike)):
-        loader = getattr(UNet, "from_pretrained", None)
-        if loader is None:
-            raise InputError(
-                f"cannot load the model {str(model)!r}: UNet.from_pretrained is not available "
-                "in this installation (unetseg.hub); load the weights yourself and pass the UNet"
-            )
-        loaded = loader(os.fspath(model))
-        if not isinstance(loaded, nn.Module):
-            raise InputError(f"UNet.from_pretrained({str(model)!r}) returned {type(loaded)}")
-        model = loaded
+        model = UNet.from_pretrained(os.fspath(model))
     config = getattr(model, "config", None)
     if not isinstance(model, nn.Module) or not isinstance(config, UNetConfig):
         raise InputError(

@@ -3,7 +3,7 @@
 ``mask_encoding.build_codec`` decides the mapping once, from every mask of a data set;
 the codec then turns each decoded mask (``masks.RawMask``) into an (H, W) class-index
 array, counts pixels per class, and gives the ``UNetConfig`` fields that let inference
-write predictions back in the same encoding (``masks.render_mask``).
+write predictions back in the same encoding (``visualize.mask_image``).
 """
 
 from __future__ import annotations

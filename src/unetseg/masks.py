@@ -1,4 +1,4 @@
-"""Mask files: decode them keeping their encoding, and write class indices back as masks.
+"""Mask files: decode them keeping their encoding (values, palette indices, colours).
 
 Users store labels as index PNGs, 0/255 or 0/1 binary masks, a few grey levels, palette
 ("P") PNGs, RGB drawings with one colour per class, 16-bit TIFFs or ``.npy`` arrays.
@@ -7,7 +7,7 @@ This module
 1. reads headers cheaply (``scan_header``: size after EXIF orientation, mode, format),
 2. decodes a mask file without losing its encoding (``read_mask``: palette *indices*,
    never ``convert("L")``; 16-bit values kept) and counts its values (``summarize``),
-3. writes predicted classes back in the user's own encoding (``render_mask``).
+3. leaves writing predictions back in the user's encoding to ``visualize.mask_image``.
 
 Which encoding a data set uses and how its values map to classes is decided from the
 summaries by ``mask_encoding.build_codec``; the resulting ``mask_codec.MaskCodec`` maps
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,13 +34,11 @@ __all__ = [
     "Header",
     "MaskSummary",
     "RawMask",
-    "default_colors",
     "describe_key",
     "load_npy",
     "mask_from_array",
     "pack_colors",
     "read_mask",
-    "render_mask",
     "scan_header",
     "summarize",
     "unpack_color",
@@ -280,67 +278,3 @@ def summarize(raw: RawMask, name: str) -> MaskSummary:
         values, counts = np.unique(array, return_counts=True)
     table = {int(v): int(n) for v, n in zip(values, counts, strict=True)}
     return MaskSummary(name, raw.kind, table, raw.palette, raw.lossy)
-
-
-# --------------------------------------------------------------------------- writing back
-
-
-def default_colors(num_classes: int) -> tuple[Color, ...]:
-    """Distinct colours for showing classes (the PASCAL VOC bit-interleaved palette)."""
-    colors = []
-    for index in range(num_classes):
-        r = g = b = 0
-        value = index
-        for shift in range(7, -1, -1):
-            r |= (value & 1) << shift
-            g |= ((value >> 1) & 1) << shift
-            b |= ((value >> 2) & 1) << shift
-            value >>= 3
-        colors.append((r, g, b))
-    return tuple(colors)
-
-
-def render_mask(
-    classes: np.ndarray,
-    *,
-    mask_encoding: str | None,
-    mask_values: Sequence[int] | None = None,
-    class_colors: Sequence[Sequence[int]] | None = None,
-) -> Image.Image:
-    """Write class indices back in the encoding the training masks used.
-
-    Args:
-        classes: (H, W) integer class indices 0..K-1.
-        mask_encoding: from the config; ``None`` writes class indices.
-        mask_values: original value per class (binary, grey).
-        class_colors: RGB per class (palette, color).
-
-    Returns:
-        A PIL image: "L" (or "I;16" for values above 255) for index/binary/grey, "P" with
-        the training palette for palette, "RGB" for color.
-
-    Raises:
-        ValueError: ``classes`` is not 2-D, or the metadata the encoding needs is missing.
-    """
-    classes = np.asarray(classes)
-    if classes.ndim != 2:
-        raise ValueError(f"classes must be (H, W), got shape {classes.shape}")
-    classes = classes.astype(np.int64)
-    if mask_encoding in ("palette", "color"):
-        if class_colors is None:
-            raise ValueError(f"mask_encoding={mask_encoding!r} needs class_colors")
-        table = np.asarray(class_colors, dtype=np.uint8).reshape(-1, 3)
-        if mask_encoding == "color":
-            return Image.fromarray(table[classes])
-        image = Image.fromarray(classes.astype(np.uint8))
-        image.putpalette(table.ravel().tolist())  # turns the "L" image into "P", indices kept
-        return image
-    if mask_encoding in ("binary", "grey"):
-        if mask_values is None:
-            raise ValueError(f"mask_encoding={mask_encoding!r} needs mask_values")
-        values = np.asarray(mask_values, dtype=np.int64)[classes]
-    else:
-        values = classes
-    if values.max(initial=0) <= 255:
-        return Image.fromarray(values.astype(np.uint8))
-    return Image.fromarray(values.astype(np.uint16))
