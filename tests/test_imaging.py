@@ -125,3 +125,13 @@ def test_prepare_image_accepts_every_form_identically(tmp_path: Path) -> None:
 def test_prepare_image_bad_input(bad: object, fragment: str) -> None:
     with pytest.raises(ImageError, match=fragment):
         prepare_image(bad, 1)  # type: ignore[arg-type]
+
+
+def test_npy_images_load_without_pickle(tmp_path: Path) -> None:
+    array = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    np.save(tmp_path / "a.npy", array)
+    np.testing.assert_array_equal(read_image(tmp_path / "a.npy"), array)
+    assert prepare_image(tmp_path / "a.npy", 1).shape == (1, 3, 4)
+    np.save(tmp_path / "evil.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ImageError, match="pickle"):
+        read_image(tmp_path / "evil.npy")

@@ -23,13 +23,12 @@ import numpy as np
 
 from .augment import foreground_points
 from .errors import DatasetError, ImageError
-from .imaging import convert_channels, read_image, to_unit_range
+from .imaging import convert_channels, load_npy, read_image, to_unit_range
 from .mask_codec import MaskCodec
 from .mask_encoding import build_codec
 from .masks import (
     MaskSummary,
     RawMask,
-    load_npy,
     mask_from_array,
     read_mask,
     scan_header,

@@ -20,6 +20,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,9 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "convert_channels",
+    "load_npy",
     "normalize",
+    "npy_header",
     "open_image",
     "prepare_image",
     "read_image",
@@ -100,8 +103,45 @@ def oriented_size(image: Image.Image) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
+def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    except (ValueError, OSError, EOFError) as err:
+        raise ImageError(
+            f"{path}: not a valid .npy file ({err}); save arrays with numpy.save"
+        ) from None
+    if dtype.hasobject:
+        raise ImageError(
+            f"{path}: holds Python objects (a pickle), which are never loaded for safety; "
+            "save a plain numeric array with numpy.save(path, array)"
+        )
+    return tuple(shape), dtype
+
+
+def load_npy(path: str | os.PathLike[str]) -> np.ndarray:
+    """Load a ``.npy`` array with ``allow_pickle=False``.
+
+    Raises:
+        ImageError: not a .npy file, truncated, or holding pickled objects.
+    """
+    path = Path(path)
+    npy_header(path)  # a clear message for pickles before numpy's own
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ImageError(f"{path}: cannot be loaded ({err}); the file may be truncated") from None
+    if not isinstance(array, np.ndarray):
+        raise ImageError(f"{path}: expected one array (.npy), got {type(array).__name__}")
+    return array
+
+
 def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image file to a numpy array in its native dtype.
+    """Decode an image file (or a ``.npy`` array, never unpickled) to a numpy array.
 
     EXIF orientation is applied. Palette, CMYK, YCbCr and 1-bit images become RGB or L;
     16-bit and float images keep their values.
@@ -113,6 +153,10 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     Raises:
         ImageError: missing, unreadable, truncated or too large.
     """
+    if Path(path).suffix.lower() == ".npy":
+        if not Path(path).is_file():
+            raise ImageError(f"{path}: no such file")
+        return load_npy(path)
     image = open_image(path, max_pixels=max_pixels)
     try:
         with image:

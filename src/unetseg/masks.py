@@ -21,13 +21,12 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import ImageError
-from .imaging import DEFAULT_MAX_PIXELS, open_image, oriented_size
+from .imaging import DEFAULT_MAX_PIXELS, load_npy, npy_header, open_image, oriented_size
 
 __all__ = [
     "Color",
@@ -35,7 +34,6 @@ __all__ = [
     "MaskSummary",
     "RawMask",
     "describe_key",
-    "load_npy",
     "mask_from_array",
     "pack_colors",
     "read_mask",
@@ -88,43 +86,6 @@ class MaskSummary:
 # --------------------------------------------------------------------------- reading
 
 
-def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
-    try:
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-            else:
-                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-    except (ValueError, OSError, EOFError) as err:
-        raise ImageError(
-            f"{path}: not a valid .npy file ({err}); save arrays with numpy.save"
-        ) from None
-    if dtype.hasobject:
-        raise ImageError(
-            f"{path}: holds Python objects (a pickle), which are never loaded for safety; "
-            "save a plain numeric array with numpy.save(path, array)"
-        )
-    return tuple(shape), dtype
-
-
-def load_npy(path: str | os.PathLike[str]) -> np.ndarray:
-    """Load a ``.npy`` array with ``allow_pickle=False``.
-
-    Raises:
-        ImageError: not a .npy file, truncated, or holding pickled objects.
-    """
-    path = Path(path)
-    _npy_header(path)  # a clear message for pickles before numpy's own
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise ImageError(f"{path}: cannot be loaded ({err}); the file may be truncated") from None
-    if not isinstance(array, np.ndarray):
-        raise ImageError(f"{path}: expected one array (.npy), got {type(array).__name__}")
-    return array
-
-
 def scan_header(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     """Read size, mode and format from a file's header only.
 
@@ -135,7 +96,7 @@ def scan_header(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_P
     if path.suffix.lower() == ".npy":
         if not path.is_file():
             raise ImageError(f"{path}: no such file")
-        shape, dtype = _npy_header(path)
+        shape, dtype = npy_header(path)
         if len(shape) not in (2, 3) or 0 in shape:
             raise ImageError(f"{path}: expected an (H, W) or (H, W, C) array, got shape {shape}")
         if shape[0] * shape[1] > max_pixels:
