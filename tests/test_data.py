@@ -199,3 +199,35 @@ def test_bad_arguments_are_refused_at_construction() -> None:
         SegmentationDataset(image, mask, cache_bytes=-1)
     with pytest.raises(DatasetError, match="ignore_index"):
         SegmentationDataset(image, mask, ignore_index="255")  # type: ignore[arg-type]
+
+
+def test_like_decodes_a_test_set_with_the_training_mapping(tmp_path: Path) -> None:
+    # Training masks use grey levels 0/128/255; the test set lacks 128, so discovering its
+    # own mapping would call 255 class 1. like= keeps the training classes.
+    train_masks = [
+        np.array([[0, 128], [255, 0]], np.uint8),
+        np.array([[255, 128], [0, 0]], np.uint8),
+    ]
+    images = [np.full((2, 2), 9, np.uint8), np.full((2, 2), 99, np.uint8)]
+    train = SegmentationDataset(images, train_masks)
+    assert train.config_fields()["mask_values"] == (0, 128, 255)
+    test_mask = np.array([[0, 255], [255, 0]], np.uint8)
+    alone = SegmentationDataset([images[0]], [test_mask])
+    assert alone[0][1].max().item() == 1  # what like= prevents
+    for reference in (train, UNetConfig(**train.config_fields())):
+        test = SegmentationDataset([images[0]], [test_mask], like=reference)
+        np.testing.assert_array_equal(test[0][1].numpy(), [[0, 2], [2, 0]])
+        assert test.mean == train.mean and test.std == train.std
+        assert test.num_classes == 3
+    with pytest.raises(DatasetError, match="not among the classes"):
+        SegmentationDataset([images[0]], [np.array([[0, 7], [0, 0]], np.uint8)], like=train)
+
+
+def test_like_with_colour_masks_uses_the_model_colours(tmp_path: Path) -> None:
+    red, blue = (255, 0, 0), (0, 0, 255)
+    mask = np.array([[red, blue], [blue, blue]], np.uint8)
+    train = SegmentationDataset([np.zeros((2, 2, 3), np.uint8)], [mask])
+    config = UNetConfig(**train.config_fields())
+    only_red = np.array([[red, red], [red, red]], np.uint8)
+    test = SegmentationDataset([np.zeros((2, 2, 3), np.uint8)], [only_red], like=config)
+    assert test[0][1].unique().tolist() == [config.class_colors.index(red)]  # type: ignore[union-attr]

@@ -161,8 +161,9 @@ class SampleStore:
         ignore_index: int | None,
         class_names: Sequence[str] | None,
         color_map: Mapping[Any, int] | Sequence[Any] | None,
+        codec: MaskCodec | None = None,
     ) -> None:
-        """Decode every mask once: learn the encoding, count classes, cache class maps."""
+        """Decode every mask once: learn the encoding (unless given), count classes, cache."""
         errors: list[str] = []
         summaries: list[MaskSummary] = []
         raws: dict[int, RawMask] = {}
@@ -177,7 +178,7 @@ class SampleStore:
             if sum(r.array.nbytes for r in raws.values()) + raw.array.nbytes <= self.cache_bytes:
                 raws[index] = raw
         _collect(errors, "Remove these masks or re-save them as PNG.")
-        self.codec = build_codec(
+        self.codec = codec or build_codec(
             summaries, ignore_index=ignore_index, class_names=class_names, color_map=color_map
         )
         counts = []

@@ -28,8 +28,10 @@ import torch.utils.data
 from ._store import SampleStore
 from ._utils import logger
 from .augment import Augment, crop_with_padding
+from .config import UNetConfig
 from .errors import DatasetError
 from .imaging import DEFAULT_MAX_PIXELS, prepare_image
+from .mask_codec import MaskCodec
 from .pairing import Inputs, resolve_inputs
 
 __all__ = ["AugmentFn", "SegmentationDataset"]
@@ -65,6 +67,11 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
         cache_bytes: memory for decoded arrays (default 1 GiB); items beyond it decode
             on access.
         max_pixels: larger images are refused as possible decompression bombs.
+        like: decode and normalise exactly like this training set, trained model or
+            ``UNetConfig``: its mask mapping (values or colours -> classes), ignore index,
+            mean/std and in_channels are reused instead of measured. Use it for
+            validation and test sets, which may lack a class or order grey levels
+            differently.
 
     Items: ``ds[i]`` or ``ds[(i, seed)]``; the tuple form draws the augmentation from
     ``numpy.random.default_rng(seed)``, so it is the same in any process. With a plain
@@ -93,7 +100,16 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
         augment: Augment | AugmentFn | bool | None = None,
         cache_bytes: int = 2**30,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        like: SegmentationDataset | UNetConfig | torch.nn.Module | None = None,
     ) -> None:
+        codec = None
+        if like is not None:
+            codec, reference = _reference(like)
+            if ignore_index is None:
+                ignore_index = reference.ignore_index
+            if mean is None and reference.image_mean is not None:
+                mean, std = reference.image_mean, reference.image_std
+            in_channels = in_channels or reference.in_channels
         if ignore_index is not None and (
             isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
         ):
@@ -107,7 +123,7 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
         store.cache_bytes = cache_bytes
         self._store, self._indices = store, np.arange(len(store.images))
         store.scan()
-        store.read_masks(ignore_index, class_names, color_map)
+        store.read_masks(ignore_index, class_names, color_map, codec)
         store.read_images(in_channels, mean, std)
         logger.info("%s", self.describe())
 
@@ -345,3 +361,17 @@ def _with_ignore(
     if isinstance(augment, Augment) and augment.ignore_index is None and ignore_index is not None:
         return dataclasses.replace(augment, ignore_index=ignore_index)
     return augment
+
+
+def _reference(
+    like: SegmentationDataset | UNetConfig | torch.nn.Module,
+) -> tuple[MaskCodec, UNetConfig]:
+    """The codec and config fields a ``like=`` argument fixes."""
+    if isinstance(like, SegmentationDataset):
+        return like._store.codec, UNetConfig(**like.config_fields())
+    config = like if isinstance(like, UNetConfig) else getattr(like, "config", None)
+    if not isinstance(config, UNetConfig):
+        raise DatasetError(
+            f"like= takes a SegmentationDataset, a UNet or a UNetConfig, got {type(like).__name__}"
+        )
+    return MaskCodec.from_config(config), config

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from .config import UNetConfig
 from .errors import DatasetError
-from .masks import Color, MaskSummary, RawMask, describe_key
+from .masks import Color, MaskSummary, RawMask, describe_key, pack_colors
 
 __all__ = ["MaskCodec"]
 
@@ -36,6 +37,47 @@ class MaskCodec:
     keys: tuple[int, ...]
     classes: tuple[int, ...]
     grey_rgb: bool = False  # colour masks whose colours are all grey: read channel 0
+
+    @classmethod
+    def from_config(cls, config: UNetConfig) -> MaskCodec:
+        """The mapping a trained model's config records, to decode new masks the same way.
+
+        A validation or test set must not rediscover its own mapping: one that lacks a class,
+        or holds grey levels in another order, would silently get other class numbers.
+
+        Raises:
+            DatasetError: the config lacks what its ``mask_encoding`` needs.
+        """
+        k, ignore = config.num_classes, config.ignore_index
+        encoding = config.mask_encoding or "index"
+        if encoding == "color":
+            if config.class_colors is None:
+                raise DatasetError("the model config has mask_encoding='color' but no class_colors")
+            colors = np.asarray(config.class_colors, dtype=np.uint8)
+            keys = [int(v) for v in pack_colors(colors)]
+        elif encoding in ("binary", "grey"):
+            if config.mask_values is None:
+                raise DatasetError(
+                    f"the model config has mask_encoding={encoding!r} but no mask_values"
+                )
+            keys = list(config.mask_values)
+        else:  # index, palette: raw values (palette indices) are the classes
+            keys = list(config.mask_values) if config.mask_values is not None else list(range(k))
+        classes = list(range(k))
+        if ignore is not None and ignore >= 0 and encoding != "color" and ignore not in keys:
+            keys, classes = [*keys, ignore], [*classes, ignore]
+        order = np.argsort(keys)
+        names = config.class_names or tuple(f"class_{i}" for i in range(k))
+        return cls(
+            encoding,
+            k,
+            tuple(names),
+            config.mask_values,
+            config.class_colors,
+            ignore,
+            tuple(keys[i] for i in order),
+            tuple(classes[i] for i in order),
+        )
 
     @property
     def dtype(self) -> np.dtype[Any]:
