@@ -18,7 +18,9 @@ from .errors import (
     UnetsegError,
     WeightsError,
 )
+from .history import History
 from .model import UNet
+from .train import fit
 
 __version__ = "0.1.0"
 
@@ -26,6 +28,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DatasetError",
+    "History",
     "ImageError",
     "InputError",
     "TrainingError",
@@ -34,6 +37,7 @@ __all__ = [
     "UnetsegError",
     "WeightsError",
     "__version__",
+    "fit",
 ]
 
 # A library must not configure logging; users opt in with logging.basicConfig().
