@@ -154,6 +154,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--max-time", type=float, default=300.0)
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="tuning: fixed epochs, no time limit"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
     for name, kind in [
         ("lr", float),
@@ -187,7 +190,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = UNet(in_channels=1, num_classes=2, **arch)
     start = time.perf_counter()
-    history = fit(model, train_ds, max_time=args.max_time, progress=False, **overrides)
+    budget = {"epochs": args.epochs} if args.epochs else {"max_time": args.max_time}
+    history = fit(model, train_ds, progress=False, **budget, **overrides)
     wall = time.perf_counter() - start
     result = score(model, *isbi_paths(args.data, TEST))
     images = sum(r["images_per_s"] * r["seconds"] for r in history.epochs)

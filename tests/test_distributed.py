@@ -32,7 +32,7 @@ CHILD = BUILD + textwrap.dedent(
     out = Path(sys.argv[1])
     model, data, _ = build()
     val = make_pairs(3, seed=1)  # odd: ranks score 2 and 1 images, no padding
-    history = fit(model, data, val, epochs=2, batch_size=2, progress=False,
+    history = fit(model, data, val, epochs=2, batch_size=2, progress=False, amp="off",
                   checkpoint_dir=out / "ckpt")
     rank = os.environ["RANK"]
     save_file(model.state_dict(), str(out / f"rank{rank}.safetensors"))

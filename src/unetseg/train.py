@@ -68,13 +68,23 @@ def _pick_device(device: str | torch.device | None, local_rank: int) -> torch.de
     return torch.device("cpu")
 
 
+def _cpu_has_fast_bf16() -> bool:
+    # AMX / AVX512-BF16 run bf16 convolutions natively; elsewhere bf16 is emulated and slow.
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def _amp_dtype(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
     if amp in (None, False, "off"):
         return None
     if amp in (True, "auto"):
-        # bf16 autocast on CPU was ~10x slower than float32 on the benchmark machine
-        # (no AMX/AVX512-BF16), so "auto" keeps CPU in float32.
-        return torch.float16 if device.type == "cuda" else None
+        if device.type == "cuda":
+            return torch.float16
+        # Measured on a Xeon with AMX (U-Net base 16, 4x256x256 patches, 1 thread):
+        # float32 2.0 s/step, bf16 autocast + channels_last 0.62 s/step.
+        if device.type == "cpu" and _cpu_has_fast_bf16():
+            return torch.bfloat16
+        return None
     if amp == "fp16":
         return torch.float16
     if amp == "bf16":
@@ -320,6 +330,9 @@ def fit(
             callbacks=callbacks, progress=progress,
         )  # fmt: skip
     finally:
+        # Weights leave fit() in the standard layout: safetensors writers need contiguous
+        # tensors, and users expect the module they passed in.
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         distributed.teardown(info)
 
 
@@ -368,7 +381,9 @@ def _fit(
     keyed = _is_keyed(train_data)
 
     torch.manual_seed(seed)
-    model.to(dev)
+    # channels_last: ~1.3x faster convolutions on CPU (oneDNN) and on CUDA tensor cores.
+    memory_format = torch.channels_last if dev.type in ("cpu", "cuda") else torch.contiguous_format
+    model.to(dev, memory_format=memory_format)  # type: ignore[call-overload]
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
@@ -434,7 +449,8 @@ def _fit(
             )  # fmt: skip
             tick = time.monotonic()
             for images, masks in _iterate(loader):
-                images, masks = images.to(dev, non_blocking=True), masks.to(dev, non_blocking=True)
+                images = images.to(dev, memory_format=memory_format, non_blocking=True)
+                masks = masks.to(dev, non_blocking=True)
                 _check_labels(masks, num_classes, ignore_index, pos.step)
                 frac = progress_fraction()
                 if info.enabled:
