@@ -20,8 +20,10 @@ from .errors import (
     UnetsegError,
     WeightsError,
 )
+from .history import History
 from .infer import segment
 from .model import UNet
+from .train import fit
 from .visualize import colorize, overlay, save_mask, save_overlay, to_mask_values
 
 __version__ = "0.1.0"
@@ -31,6 +33,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DatasetError",
+    "History",
     "ImageError",
     "InputError",
     "SegmentationDataset",
@@ -41,6 +44,7 @@ __all__ = [
     "WeightsError",
     "__version__",
     "colorize",
+    "fit",
     "overlay",
     "save_mask",
     "save_overlay",

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unetseg import ConfigError
+from unetseg.losses import CrossEntropyLoss, DiceCELoss, DiceLoss, make_loss
+
+
+def _batch(k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return torch.randn(2, k, 8, 8, requires_grad=True), torch.randint(0, k, (2, 8, 8))
+
+
+def test_ce_matches_torch_and_honours_weights() -> None:
+    logits, target = _batch()
+    assert torch.allclose(CrossEntropyLoss()(logits, target), F.cross_entropy(logits, target))
+    weights = [1.0, 2.0, 0.5]
+    expected = F.cross_entropy(logits, target, weight=torch.tensor(weights))
+    assert torch.allclose(CrossEntropyLoss(weights)(logits, target), expected)
+
+
+@pytest.mark.parametrize("loss_cls", [CrossEntropyLoss, DiceLoss, DiceCELoss])
+def test_ignored_pixels_do_not_count(loss_cls: type[torch.nn.Module]) -> None:
+    logits, target = _batch()
+    loss = loss_cls(ignore_index=255)
+    marked = target.clone()
+    marked[:, :4] = 255
+    garbage = logits.detach().clone()
+    garbage[:, :, :4] = torch.randn_like(garbage[:, :, :4]) * 100  # must not matter
+    a, b = loss(logits.detach(), marked), loss(garbage, marked)
+    assert torch.allclose(a, b)
+    value = loss(logits, marked)
+    value.backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    assert logits.grad[:, :, :4].abs().max() == 0
+
+
+def test_dice_is_zero_for_a_perfect_prediction_and_positive_otherwise() -> None:
+    target = torch.randint(0, 3, (2, 16, 16))
+    perfect = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 50
+    assert DiceLoss()(perfect, target) < 1e-3
+    assert DiceLoss()(-perfect, target) > 0.9
+    weighted = DiceLoss(class_weights=[0.0, 1.0, 1.0])(perfect, target)
+    assert weighted < 1e-3
+
+
+def test_dice_ce_is_the_sum() -> None:
+    logits, target = _batch()
+    total = DiceCELoss()(logits, target)
+    assert torch.allclose(total, CrossEntropyLoss()(logits, target) + DiceLoss()(logits, target))
+
+
+def test_make_loss_names_callables_and_errors() -> None:
+    assert isinstance(make_loss("ce"), CrossEntropyLoss)
+    assert isinstance(make_loss("dice"), DiceLoss)
+    assert isinstance(make_loss("dice_ce", ignore_index=255), DiceCELoss)
+
+    def custom(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return logits.mean()
+
+    assert make_loss(custom) is custom
+    with pytest.raises(ConfigError, match="dice_ce"):
+        make_loss("focal")
+    with pytest.raises(ConfigError, match="class_weights"):
+        make_loss("ce", class_weights=[-1.0, 1.0])

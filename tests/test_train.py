@@ -1,0 +1,347 @@
+"""fit(): the loop, its outputs, its errors, and bit-exact resume (Ctrl-C and kill -9)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import unetseg.train as train_module
+from unetseg import CheckpointError, DatasetError, TrainingError, UNet
+from unetseg import checkpoint as ckpt
+from unetseg.history import History
+from unetseg.train import MIN_LR_RATIO, _lr_at, fit
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# Shared with the subprocess of the kill -9 test, so both build the very same run.
+BUILD = textwrap.dedent(
+    '''
+    import numpy as np
+    import torch
+    from torch.utils.data import Dataset
+
+
+    def make_pairs(n=8, size=32, channels=1, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        pairs = []
+        for _ in range(n):
+            image = torch.rand(channels, size, size, generator=g)
+            pairs.append((image, (image[0] > 0.5).long()))
+        return pairs
+
+
+    class TinyAugment:
+        """Random 24-px crop and flips drawn from the rng fit() seeds."""
+
+        def __init__(self, patch_size=24):
+            self.patch_size = patch_size
+            self.calls = []
+
+        def __call__(self, image, mask, rng):
+            p = self.patch_size
+            y, x = (int(v) for v in rng.integers(0, mask.shape[0] - p + 1, size=2))
+            image, mask = image[:, y : y + p, x : x + p], mask[y : y + p, x : x + p]
+            if rng.random() < 0.5:
+                image, mask = image.flip(-1), mask.flip(-1)
+            return image.contiguous(), mask.contiguous()
+
+
+    class KeyedDataset(Dataset):
+        """Stand-in for SegmentationDataset: the CONTRACTS.md surface that fit() uses."""
+
+        def __init__(self, pairs, augment=None, ignore_index=None):
+            self.pairs, self.augment, self.ignore_index = pairs, augment, ignore_index
+            self.class_names = ("background", "thing")
+            self.keys = []
+
+        def __len__(self):
+            return len(self.pairs)
+
+        def __getitem__(self, key):
+            index, seed = key if isinstance(key, tuple) else (key, None)
+            self.keys.append(key)
+            image, mask = self.pairs[index]
+            if self.augment:
+                image, mask = self.augment(image, mask, np.random.default_rng(seed))
+            return image, mask
+
+        def with_augment(self, augment):
+            return KeyedDataset(self.pairs, augment, self.ignore_index)
+
+        def split(self, val_fraction=0.2, seed=0):
+            order = np.random.default_rng(seed).permutation(len(self.pairs))
+            n_val = max(1, round(len(self.pairs) * val_fraction))
+            val = [self.pairs[i] for i in order[:n_val]]
+            train = [self.pairs[i] for i in order[n_val:]]
+            return KeyedDataset(train, self.augment, self.ignore_index), KeyedDataset(val)
+
+        def config_fields(self):
+            return {"in_channels": 1, "num_classes": 2, "class_names": self.class_names,
+                    "mask_encoding": "binary", "mask_values": (0, 255),
+                    "image_mean": (0.5,), "image_std": (0.29,)}
+
+
+    def build():
+        """Model, training set (augmented, keyed) and validation set of the resume tests."""
+        from unetseg import UNet
+
+        torch.manual_seed(0)
+        model = UNet(1, 2, base_channels=4, depth=2, dropout=0.2)
+        return model, KeyedDataset(make_pairs(8), TinyAugment()), make_pairs(2, seed=1)
+    '''
+)
+_ns: dict[str, Any] = {}
+exec(BUILD, _ns)
+make_pairs, KeyedDataset, TinyAugment, build = (
+    _ns["make_pairs"], _ns["KeyedDataset"], _ns["TinyAugment"], _ns["build"],
+)  # fmt: skip
+
+FAST = {"batch_size": 4, "progress": False}
+
+
+def tiny(in_channels: int = 1, num_classes: int = 2) -> UNet:
+    torch.manual_seed(0)
+    return UNet(in_channels, num_classes, base_channels=4, depth=2)
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(autouse=True)
+def _tiny_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One thread: these models are so small that a second thread only waits on the first
+    # (30x slower on a busy 2-core machine), and the kill -9 child uses one thread too.
+    torch.set_num_threads(1)
+    # augment.py belongs to the data helper; fit() must only call it through this hook.
+    monkeypatch.setattr(train_module, "_default_augment", lambda patch_size: TinyAugment(24))
+
+
+def test_fit_on_plain_pairs_records_history_and_best_model() -> None:
+    model = tiny()
+    history = fit(model, make_pairs(8), make_pairs(2, seed=1), epochs=2, lr=1e-2, **FAST)
+    assert isinstance(history, History) and len(history) == 2
+    assert history.stop_reason == "epochs" and history.steps == 4
+    record = history.epochs[-1]
+    for key in ("train_loss", "lr", "seconds", "images_per_s", "val/mean_iou", "val/iou/0",
+                "val/dice/1", "val/pixel_accuracy"):  # fmt: skip
+        assert math.isfinite(record[key]), key
+    assert history.best_epoch in (1, 2) and history.restored_best
+    assert all(p.is_contiguous() for p in model.parameters())  # not left channels_last
+    assert model.config.metrics is not None
+    assert model.config.metrics["mean_iou"] == history.best_mean_iou
+    assert history.epochs[0]["lr"] > history.epochs[1]["lr"]  # decays to the end of the run
+
+
+def test_keyed_dataset_gets_default_augmentation_split_and_metadata() -> None:
+    data = KeyedDataset(make_pairs(8))
+    model = tiny()
+    history = fit(model, data, val_data=0.25, epochs=1, **FAST)
+    assert "val/iou/thing" in history.epochs[0]
+    cfg = model.config
+    assert cfg.class_names == ("background", "thing")
+    assert cfg.mask_encoding == "binary" and cfg.mask_values == (0, 255)
+    assert cfg.image_mean == (0.5,) and cfg.metrics is not None
+
+
+def test_sampling_keys_are_index_seed_and_each_item_seen_once_per_epoch() -> None:
+    data = KeyedDataset(make_pairs(6), TinyAugment())
+    seen: list[Any] = []
+
+    class Spy(KeyedDataset):  # type: ignore[misc, valid-type]
+        def __getitem__(self, key: Any) -> Any:
+            seen.append(key)
+            return super().__getitem__(key)
+
+    spy = Spy(data.pairs, data.augment)
+    fit(tiny(), spy, epochs=2, **FAST)
+    training = seen[1:]  # the first fetch is fit()'s channel check
+    assert all(isinstance(k, tuple) and len(k) == 2 for k in training)
+    assert sorted(k[0] for k in training[:6]) == list(range(6))
+    assert sorted(k[0] for k in training[6:]) == list(range(6))
+    assert {k[1] for k in training[:6]}.isdisjoint({k[1] for k in training[6:]})
+
+
+def test_same_seed_same_weights_other_seed_other_weights() -> None:
+    runs = []
+    for seed in (0, 0, 1):
+        model, data, _ = build()
+        fit(model, data, epochs=2, seed=seed, **FAST)
+        runs.append(model)
+    assert same_weights(runs[0], runs[1])
+    assert not same_weights(runs[0], runs[2])
+
+
+def test_channel_and_class_mismatches_fail_at_the_start_with_both_numbers() -> None:
+    with pytest.raises(TrainingError, match=r"1 channels.*in_channels=3"):
+        fit(tiny(in_channels=3), make_pairs(4), epochs=1, **FAST)
+    with pytest.raises(TrainingError, match=r"num_classes=2.*num_classes=3"):
+        fit(tiny(num_classes=3), KeyedDataset(make_pairs(4)), epochs=1, **FAST)
+
+
+def test_labels_outside_the_classes_are_explained_and_ignore_index_honoured() -> None:
+    pairs = [(image, torch.where(mask > 0, 255, 0)) for image, mask in make_pairs(4)]
+    with pytest.raises(TrainingError, match=r"\[255\].*ignore_index"):
+        fit(tiny(), pairs, epochs=1, **FAST)
+    history = fit(tiny(), pairs, pairs[:1], epochs=1, ignore_index=255, **FAST)
+    assert math.isfinite(history.epochs[0]["train_loss"])
+
+
+def test_nonfinite_loss_raises_naming_the_step_or_skips() -> None:
+    pairs = make_pairs(8)
+    pairs[5] = (torch.full_like(pairs[5][0], math.nan), pairs[5][1])
+    with pytest.raises(TrainingError, match=r"step 1\b"):
+        fit(tiny(), pairs, epochs=1, batch_size=8, progress=False)
+    model = tiny()
+    history = fit(model, pairs, epochs=2, batch_size=8, on_nonfinite="skip", progress=False)
+    assert history.skipped_batches == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_max_time_stops_and_the_schedule_fits_the_budget() -> None:
+    history = fit(tiny(), make_pairs(8), max_time=0.3, **FAST)
+    assert history.stop_reason == "max_time" and history.steps >= 1
+    assert _lr_at(0.0, 1.0, 0.1) == pytest.approx(0.1)
+    assert _lr_at(0.1, 1.0, 0.1) == pytest.approx(1.0)
+    assert _lr_at(1.0, 1.0, 0.1) == pytest.approx(MIN_LR_RATIO)
+    assert _lr_at(0.5, 1.0, 0.1) > _lr_at(0.9, 1.0, 0.1)
+
+
+def test_bad_arguments_are_refused() -> None:
+    for kwargs in ({"epochs": 0}, {"max_time": -1.0}, {"epochs": 1, "on_nonfinite": "ignore"},
+                   {"epochs": 1, "batch_size": 0}, {"epochs": 1, "amp": "fp8"}):  # fmt: skip
+        with pytest.raises(TrainingError):
+            fit(tiny(), make_pairs(4), progress=False, **kwargs)
+    with pytest.raises(TrainingError, match="UNet"):
+        fit(torch.nn.Conv2d(1, 2, 1), make_pairs(4), epochs=1)  # type: ignore[arg-type]
+    with pytest.raises(DatasetError, match="empty"):
+        fit(tiny(), [], epochs=1)
+    with pytest.raises(TrainingError, match="class_weights"):
+        fit(tiny(), make_pairs(4), epochs=1, class_weights=[1.0], progress=False)
+
+
+def test_logging_and_progress(caplog: pytest.LogCaptureFixture, capsys: Any) -> None:
+    with caplog.at_level(logging.INFO, logger="unetseg"):
+        fit(tiny(), make_pairs(4), make_pairs(1), epochs=1, **FAST)
+    assert any("epoch 1: loss" in r.getMessage() for r in caplog.records)
+    assert "epoch 1" not in capsys.readouterr().err  # progress=False: no bar
+    fit(tiny(), make_pairs(4), epochs=1, batch_size=4, progress=True)
+    assert "epoch 1" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_interrupted_and_resume_is_bit_identical(tmp_path: Path) -> None:
+    reference, data, val = build()
+    fit(reference, data, val, epochs=3, **FAST)
+
+    class Interrupt:
+        def on_batch_end(self, step: int, loss: float) -> None:
+            if step == 3:  # mid-epoch 2
+                raise KeyboardInterrupt
+
+    model, data, val = build()
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, data, val, epochs=3, checkpoint_dir=tmp_path, callbacks=[Interrupt()], **FAST)
+    assert (tmp_path / "interrupted.safetensors").exists()
+    model, data, val = build()
+    history = fit(model, data, val, epochs=3, checkpoint_dir=tmp_path, resume=True, **FAST)
+    assert len(history) == 3 and history.steps == 6
+    assert len(data.keys) == 1 + 8 * 3 - 3 * 4  # only the 3 batches after the interrupt ran
+    assert same_weights(model, reference)
+
+
+def test_resume_refuses_missing_corrupt_or_foreign_checkpoints(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        fit(tiny(), make_pairs(4), epochs=1, checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(CheckpointError, match="checkpoint_dir"):
+        fit(tiny(), make_pairs(4), epochs=1, resume=True)
+    fit(tiny(), make_pairs(4), epochs=1, checkpoint_dir=tmp_path, **FAST)
+    other = UNet(1, 2, base_channels=8, depth=2)
+    with pytest.raises(CheckpointError, match="build the same model"):
+        fit(other, make_pairs(4), epochs=2, checkpoint_dir=tmp_path, resume=True, **FAST)
+    last = tmp_path / "last.safetensors"
+    last.write_bytes(last.read_bytes()[:-7])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        fit(tiny(), make_pairs(4), epochs=2, checkpoint_dir=tmp_path, resume=True, **FAST)
+
+
+CHILD = BUILD + textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+
+    from unetseg import fit
+
+    torch.set_num_threads(1)
+    flag, ckpt_dir = Path(sys.argv[1]), sys.argv[2]
+
+
+    class SlowAfterFirstEpoch:
+        def on_epoch_end(self, epoch, record, history):
+            if epoch == 1:
+                flag.write_text("epoch 1 checkpointed")
+
+        def on_batch_end(self, step, loss):
+            if flag.exists():
+                time.sleep(0.5)  # leave the parent time to kill us mid-epoch
+
+
+    model, data, val = build()
+    fit(model, data, val, epochs=4, batch_size=4, progress=False, checkpoint_dir=ckpt_dir,
+        callbacks=[SlowAfterFirstEpoch()])
+    """
+)
+
+
+def test_kill_9_mid_run_then_resume_is_bit_identical(tmp_path: Path) -> None:
+    script, flag, ckpt_dir = tmp_path / "child.py", tmp_path / "flag", tmp_path / "ckpt"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    child = subprocess.Popen([sys.executable, str(script), str(flag), str(ckpt_dir)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not flag.exists():
+            assert child.poll() is None, "child exited before it could be killed"
+            assert time.monotonic() < deadline, "child never finished epoch 1"
+            time.sleep(0.05)
+        time.sleep(0.7)  # somewhere in epoch 2 (or writing its checkpoint)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+
+    reference, data, val = build()
+    fit(reference, data, val, epochs=4, **FAST)
+    assert ckpt.read_checkpoint(ckpt_dir / "last.safetensors").state["epoch"] >= 1
+    model, data, val = build()
+    history = fit(model, data, val, epochs=4, checkpoint_dir=ckpt_dir, resume=True, **FAST)
+    assert len(data.keys) < 1 + 8 * 4  # resumed, not restarted
+    assert len(history) == 4 and history.stop_reason == "epochs"
+    assert same_weights(model, reference)
+
+
+def test_fraction_split_of_plain_pairs_and_bf16_autocast_on_cpu() -> None:
+    history = fit(tiny(), make_pairs(8), 0.25, epochs=1, amp="bf16", **FAST)
+    assert history.epochs[0]["images_per_s"] > 0
+    assert math.isfinite(history.epochs[0]["val/mean_iou"])
+    fast = train_module._cpu_has_fast_bf16()  # measured: 3x faster with AMX, slow without
+    assert train_module._amp_dtype("auto", torch.device("cpu")) is (
+        torch.bfloat16 if fast else None
+    )
+    assert train_module._amp_dtype("off", torch.device("cpu")) is None
+    assert train_module._amp_dtype("auto", torch.device("cuda")) is torch.float16
+    with pytest.raises(TrainingError, match="fraction"):
+        fit(tiny(), make_pairs(8), 1.5, epochs=1, **FAST)
