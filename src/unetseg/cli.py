@@ -32,9 +32,9 @@ from .config import UNetConfig
 from .data import SegmentationDataset
 from .errors import DatasetError, InputError, UnetsegError
 from .export import DEFAULT_OPSET, export_onnx
-from .imaging import IMAGE_EXTENSIONS
+from .imaging import IMAGE_EXTENSIONS, load_npy
 from .infer import segment
-from .masks import describe_key, load_npy, pack_colors, read_mask
+from .masks import describe_key, pack_colors, read_mask
 from .metrics import confusion_matrix, scores_from_confusion
 from .model import UNet
 from .pairing import listing, pair_files
