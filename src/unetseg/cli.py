@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from ._utils import pick_device
 from .config import UNetConfig
 from .data import SegmentationDataset
 from .errors import DatasetError, InputError, UnetsegError
@@ -38,14 +39,7 @@ from .masks import describe_key, pack_colors, read_mask
 from .metrics import confusion_matrix, scores_from_confusion
 from .model import UNet
 from .pairing import listing, pair_files
-from .train import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_LR,
-    DEFAULT_MAX_TIME,
-    DEFAULT_PATCH_SIZE,
-    _pick_device,
-    fit,
-)
+from .train import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_MAX_TIME, DEFAULT_PATCH_SIZE, fit
 from .visualize import save_mask, save_overlay
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
@@ -351,7 +345,7 @@ def _out_folder(path: str) -> Path:
 
 
 def _device(name: str | None) -> torch.device:
-    return _pick_device(name, 0)
+    return pick_device(name)
 
 
 def _load_model(name: str, device: torch.device) -> UNet:
