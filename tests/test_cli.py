@@ -275,7 +275,7 @@ def test_ctrl_c_is_exit_130(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("unetseg.cli.segment", interrupted)
+    monkeypatch.setattr("unetseg.cli._segment.segment", interrupted)
     model, images, _ = trained
     assert (
         main(["segment", str(model), str(images), "--out", str(tmp_path), "--no-progress"]) == 130

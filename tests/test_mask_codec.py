@@ -2,9 +2,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from helpers import blocks, codec_for, round_trip, save
-from unetseg import DatasetError
+from unetseg import DatasetError, UNetConfig
+from unetseg.mask_codec import MaskCodec
 from unetseg.masks import read_mask, summarize
 
 
@@ -59,3 +61,53 @@ def test_grey_rgb_files_mix_with_grey_files(tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         codec.decode(read_mask(rgb), "b"), blocks([255, 0]).astype(np.uint8) // 255
     )
+
+
+def _colour_config() -> UNetConfig:
+    colours = ((0, 0, 0), (255, 0, 0), (0, 255, 0))
+    return UNetConfig(num_classes=3, mask_encoding="color", class_colors=colours)
+
+
+def test_a_colour_codec_from_config_reads_palette_masks_by_their_colours(tmp_path: Path) -> None:
+    # The palette orders the colours unlike the config: indices must go through colours.
+    classes = blocks([0, 1, 2, 1])
+    picture = Image.fromarray(np.array([1, 2, 0], np.uint8)[classes], mode="P")
+    picture.putpalette([0, 255, 0, 0, 0, 0, 255, 0, 0])
+    picture.save(tmp_path / "p.png")
+    raw = read_mask(tmp_path / "p.png")
+    assert raw.kind == "palette"
+    codec = MaskCodec.from_config(_colour_config())
+    np.testing.assert_array_equal(codec.decode(raw, "p.png"), classes)
+    np.testing.assert_array_equal(codec.class_counts(summarize(raw, "p")), [12, 24, 12])
+    # A palette colour the model does not know is named as a colour.
+    picture.putpalette([0, 0, 255, 0, 0, 0, 255, 0, 0])
+    picture.save(tmp_path / "q.png")
+    with pytest.raises(DatasetError, match=r"q\.png.*#0000ff.*model's classes"):
+        codec.decode(read_mask(tmp_path / "q.png"), "q.png")
+
+
+def test_a_colour_codec_from_config_refuses_single_channel_masks(tmp_path: Path) -> None:
+    path = save(tmp_path, "g.png", blocks([0, 1, 2]).astype(np.uint8))
+    codec = MaskCodec.from_config(_colour_config())
+    with pytest.raises(DatasetError, match=r"g\.png: a single-channel mask.*training colours"):
+        codec.decode(read_mask(path), "g.png")
+
+
+def test_a_scalar_codec_from_config_reads_grey_rgb_masks(tmp_path: Path) -> None:
+    config = UNetConfig(num_classes=3, mask_encoding="grey", mask_values=(0, 128, 255))
+    codec = MaskCodec.from_config(config)
+    grey = blocks([255, 0, 128]).astype(np.uint8)
+    path = save(tmp_path, "rgb.png", np.repeat(grey[:, :, None], 3, 2))
+    raw = read_mask(path)
+    assert raw.kind == "color"
+    np.testing.assert_array_equal(codec.decode(raw, "rgb.png"), grey // 127)
+    np.testing.assert_array_equal(codec.class_counts(summarize(raw, "rgb")), [16, 16, 16])
+    colour = np.repeat(grey[:, :, None], 3, 2)
+    colour[0, 0] = (255, 0, 0)
+    path = save(tmp_path, "colour.png", colour)
+    with pytest.raises(DatasetError, match=r"colour\.png: an RGB colour mask.*grey masks"):
+        codec.decode(read_mask(path), "colour.png")
+    # A codec learned from data keeps refusing what it did not see at construction.
+    built = codec_for([save(tmp_path, "l.png", grey)])
+    with pytest.raises(DatasetError, match="rebuild the data set"):
+        built.decode(read_mask(save(tmp_path, "m.png", np.full((2, 2), 7, np.uint8))), "m")

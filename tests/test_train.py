@@ -13,14 +13,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 import unetseg.train as train_module
-from unetseg import CheckpointError, DatasetError, TrainingError, UNet
+from helpers import blocks, write
+from unetseg import CheckpointError, DatasetError, SegmentationDataset, TrainingError, UNet
 from unetseg import checkpoint as ckpt
+from unetseg._train_setup import MIN_LR_RATIO, amp_dtype, cpu_has_fast_bf16, lr_at
 from unetseg.history import History
-from unetseg.train import MIN_LR_RATIO, _lr_at, fit
+from unetseg.train import fit
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -213,10 +216,10 @@ def test_nonfinite_loss_raises_naming_the_step_or_skips() -> None:
 def test_max_time_stops_and_the_schedule_fits_the_budget() -> None:
     history = fit(tiny(), make_pairs(8), max_time=0.3, **FAST)
     assert history.stop_reason == "max_time" and history.steps >= 1
-    assert _lr_at(0.0, 1.0, 0.1) == pytest.approx(0.1)
-    assert _lr_at(0.1, 1.0, 0.1) == pytest.approx(1.0)
-    assert _lr_at(1.0, 1.0, 0.1) == pytest.approx(MIN_LR_RATIO)
-    assert _lr_at(0.5, 1.0, 0.1) > _lr_at(0.9, 1.0, 0.1)
+    assert lr_at(0.0, 1.0, 0.1) == pytest.approx(0.1)
+    assert lr_at(0.1, 1.0, 0.1) == pytest.approx(1.0)
+    assert lr_at(1.0, 1.0, 0.1) == pytest.approx(MIN_LR_RATIO)
+    assert lr_at(0.5, 1.0, 0.1) > lr_at(0.9, 1.0, 0.1)
 
 
 def test_bad_arguments_are_refused() -> None:
@@ -230,6 +233,27 @@ def test_bad_arguments_are_refused() -> None:
         fit(tiny(), [], epochs=1)
     with pytest.raises(TrainingError, match="class_weights"):
         fit(tiny(), make_pairs(4), epochs=1, class_weights=[1.0], progress=False)
+
+
+def test_val_data_mapping_masks_unlike_train_data_is_refused(tmp_path: Path) -> None:
+    # A validation set built alone lacks grey level 128: it would call 255 class 1, which
+    # is class 2 in training, and score the wrong classes without a word.
+    rng = np.random.default_rng(0)
+    for split, levels in (("train", [0, 128, 255]), ("val", [0, 255])):
+        for i in range(2):
+            image = rng.integers(0, 255, (32, 32), dtype=np.uint8)
+            write(tmp_path / split / "images" / f"{i}.png", image)
+            write(
+                tmp_path / split / "masks" / f"{i}.png", blocks(levels, (32, 32)).astype(np.uint8)
+            )
+    train = SegmentationDataset(tmp_path / "train" / "images", tmp_path / "train" / "masks")
+    val_args = (tmp_path / "val" / "images", tmp_path / "val" / "masks")
+    with pytest.raises(DatasetError, match=r"like=train_data") as err:
+        fit(tiny(1, 3), train, SegmentationDataset(*val_args), epochs=1, **FAST)
+    assert "mask_values=(0, 128, 255)" in str(err.value)
+    assert "mask_values=(0, 255)" in str(err.value)
+    history = fit(tiny(1, 3), train, SegmentationDataset(*val_args, like=train), epochs=1, **FAST)
+    assert len(history) == 1 and "val/mean_iou" in history.epochs[0]
 
 
 def test_logging_and_progress(caplog: pytest.LogCaptureFixture, capsys: Any) -> None:
@@ -337,11 +361,9 @@ def test_fraction_split_of_plain_pairs_and_bf16_autocast_on_cpu() -> None:
     history = fit(tiny(), make_pairs(8), 0.25, epochs=1, amp="bf16", **FAST)
     assert history.epochs[0]["images_per_s"] > 0
     assert math.isfinite(history.epochs[0]["val/mean_iou"])
-    fast = train_module._cpu_has_fast_bf16()  # measured: 3x faster with AMX, slow without
-    assert train_module._amp_dtype("auto", torch.device("cpu")) is (
-        torch.bfloat16 if fast else None
-    )
-    assert train_module._amp_dtype("off", torch.device("cpu")) is None
-    assert train_module._amp_dtype("auto", torch.device("cuda")) is torch.float16
+    fast = cpu_has_fast_bf16()  # measured: 3x faster with AMX, slow without
+    assert amp_dtype("auto", torch.device("cpu")) is (torch.bfloat16 if fast else None)
+    assert amp_dtype("off", torch.device("cpu")) is None
+    assert amp_dtype("auto", torch.device("cuda")) is torch.float16
     with pytest.raises(TrainingError, match="fraction"):
         fit(tiny(), make_pairs(8), 1.5, epochs=1, **FAST)

@@ -1,4 +1,4 @@
-"""Small internals shared by modules: atomic file writes and the library logger."""
+"""Small internals shared by modules: atomic file writes, device choice, the library logger."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "logger"]
+import torch
+
+__all__ = ["atomic_write", "logger", "pick_device"]
 
 logger = logging.getLogger("unetseg")
 
@@ -54,3 +56,19 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def pick_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
+    """``device`` as a ``torch.device``, or the best available: CUDA, then MPS, then CPU.
+
+    Args:
+        device: ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``..., or None to choose.
+        local_rank: the CUDA device index to choose (this process's rank under torchrun).
+    """
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

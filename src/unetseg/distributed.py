@@ -15,7 +15,15 @@ import torch.distributed as dist
 
 from .errors import TrainingError
 
-__all__ = ["DistInfo", "all_reduce_sum", "broadcast_floats", "setup", "sync_buffers", "teardown"]
+__all__ = [
+    "DistInfo",
+    "all_reduce_sum",
+    "broadcast_floats",
+    "local_rank",
+    "setup",
+    "sync_buffers",
+    "teardown",
+]
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,11 @@ def _env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise TrainingError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def local_rank() -> int:
+    """This process's ``LOCAL_RANK`` under torchrun (its GPU on the node); 0 otherwise."""
+    return _env_int("LOCAL_RANK", 0)
 
 
 def setup(device: torch.device) -> DistInfo:

@@ -37,6 +37,10 @@ class MaskCodec:
     keys: tuple[int, ...]
     classes: tuple[int, ...]
     grey_rgb: bool = False  # colour masks whose colours are all grey: read channel 0
+    # From a trained model's config: the masks may be saved another way than the training
+    # masks were, and are converted where that is unambiguous (palette PNGs -> their
+    # colours for a colour encoding; RGB masks with R = G = B -> grey values otherwise).
+    converts_kinds: bool = False
 
     @classmethod
     def from_config(cls, config: UNetConfig) -> MaskCodec:
@@ -44,6 +48,11 @@ class MaskCodec:
 
         A validation or test set must not rediscover its own mapping: one that lacks a class,
         or holds grey levels in another order, would silently get other class numbers.
+
+        The codec also reads masks saved another way than the training masks when the
+        meaning is unambiguous: palette ("P") masks for a colour encoding (each index
+        becomes its palette colour, as ``unetseg segment`` writes colour predictions) and
+        RGB masks with R = G = B for the other encodings.
 
         Raises:
             DatasetError: the config lacks what its ``mask_encoding`` needs.
@@ -77,6 +86,7 @@ class MaskCodec:
             ignore,
             tuple(keys[i] for i in order),
             tuple(classes[i] for i in order),
+            converts_kinds=True,
         )
 
     @property
@@ -90,10 +100,32 @@ class MaskCodec:
                 return np.dtype(dtype)
         return np.dtype(np.int64)
 
-    def _raw_keys(self, raw: RawMask) -> np.ndarray:
+    def _raw_keys(self, raw: RawMask, name: str) -> tuple[np.ndarray, bool]:
+        """The mask's values in the codec's key space, and whether they are packed colours.
+
+        Raises:
+            DatasetError: a mask of another kind than the codec reads (``converts_kinds``).
+        """
         if raw.kind == "color" and self.grey_rgb:
-            return (raw.array & 255).astype(np.uint8)
-        return raw.array
+            return (raw.array & 255).astype(np.uint8), False
+        if not self.converts_kinds:
+            return raw.array, raw.kind == "color"
+        if self.encoding == "color":
+            if raw.kind == "palette":  # e.g. masks written by 'unetseg segment'
+                return pack_colors(_palette_table(raw.palette)[raw.array]), True
+            if raw.kind != "color":
+                raise DatasetError(
+                    f"{name}: a single-channel mask, but the model was trained on RGB colour "
+                    "masks; give masks drawn in the training colours"
+                )
+        elif raw.kind == "color":
+            if not _all_grey(raw.array):
+                raise DatasetError(
+                    f"{name}: an RGB colour mask, but the model was trained on "
+                    f"{self.encoding} masks; give single-channel masks"
+                )
+            return (raw.array & 255).astype(np.uint8), False
+        return raw.array, raw.kind == "color"
 
     def decode(self, raw: RawMask, name: str) -> np.ndarray:
         """Map a decoded mask to classes.
@@ -102,9 +134,10 @@ class MaskCodec:
             (H, W) array of class indices (and ``ignore_index``) in ``self.dtype``.
 
         Raises:
-            DatasetError: a value or colour that the codec does not know.
+            DatasetError: a value or colour that the codec does not know, or (for a codec
+                from ``from_config``) a mask of a kind that the model's encoding cannot read.
         """
-        values = self._raw_keys(raw)
+        values, colors = self._raw_keys(raw, name)
         wide = values.dtype in (np.uint32, np.uint64)  # packed colours: compare without casting
         keys = np.asarray(self.keys, dtype=values.dtype if wide else np.int64)
         classes = np.asarray(self.classes, dtype=np.int64)
@@ -120,9 +153,15 @@ class MaskCodec:
             position = np.where(keys[position] == values, position, -1)
         if (position < 0).any():
             bad = np.unique(values[position < 0])[:8]
-            shown = [describe_key(int(v), raw.kind == "color" and not self.grey_rgb) for v in bad]
+            shown = ", ".join(describe_key(int(v), colors) for v in bad)
+            if self.converts_kinds:
+                expected = ", ".join(describe_key(int(v), colors) for v in self.keys)
+                raise DatasetError(
+                    f"{name}: mask value(s) {shown} are not among the model's classes (it "
+                    f"knows {expected}); give masks in the encoding the model was trained on"
+                )
             raise DatasetError(
-                f"{name}: mask value(s) {', '.join(shown)} are not among the classes found at "
+                f"{name}: mask value(s) {shown} are not among the classes found at "
                 "construction; rebuild the data set"
             )
         out: np.ndarray = classes[position].astype(self.dtype)
@@ -131,9 +170,16 @@ class MaskCodec:
     def class_counts(self, summary: MaskSummary) -> np.ndarray:
         """Pixels per class in one mask, from its value counts: (num_classes,) int64."""
         table = dict(zip(self.keys, self.classes, strict=True))
+        palette = None
+        if self.converts_kinds and self.encoding == "color" and summary.kind == "palette":
+            palette = pack_colors(_palette_table(summary.palette))
         out = np.zeros(self.num_classes, dtype=np.int64)
         for key, count in summary.counts.items():
-            if self.grey_rgb and summary.kind == "color":
+            if palette is not None:
+                key = int(palette[key])
+            elif summary.kind == "color" and (
+                self.grey_rgb or (self.converts_kinds and self.encoding != "color")
+            ):
                 key = key & 255
             cls = table.get(key)
             if cls is not None and 0 <= cls < self.num_classes:
@@ -150,3 +196,17 @@ class MaskCodec:
             "class_colors": self.class_colors,
             "ignore_index": self.ignore_index,
         }
+
+
+def _palette_table(palette: tuple[Color, ...] | None) -> np.ndarray:
+    """A "P" image's palette as a (256, 3) uint8 table; missing entries are black."""
+    table = np.zeros((256, 3), dtype=np.uint8)
+    if palette:
+        table[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    return table
+
+
+def _all_grey(packed: np.ndarray) -> bool:
+    """Whether every packed 0xRRGGBB colour has R = G = B."""
+    red, green, blue = (packed >> 16) & 255, (packed >> 8) & 255, packed & 255
+    return bool(np.array_equal(red, green) and np.array_equal(green, blue))

@@ -1,0 +1,129 @@
+"""``unetseg segment``: images in, masks (and overlays) out in the training masks' encoding."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from .._utils import pick_device
+from ..errors import InputError
+from ..imaging import IMAGE_EXTENSIONS
+from ..infer import segment
+from ..pairing import listing
+from ..visualize import save_mask, save_overlay
+from ._common import (
+    EXIT_OK,
+    MODEL_HELP,
+    CommandError,
+    add_inference_flags,
+    load_model,
+    out_folder,
+)
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+_INPUT_EXTENSIONS = (*IMAGE_EXTENSIONS, ".npy")
+
+HELP = """\
+Writes OUT/<name>.png per input in the training masks' own encoding (0/255 stays 0/255,
+colour masks come back in their colours) and, with --overlay, OUT/<name>_overlay.png.
+
+examples:
+  unetseg segment model photo.jpg --out predictions
+  unetseg segment model scans/ more/scan_7.tif --out predictions --overlay --tta
+  unetseg segment org/unet-cells big_slide.tif --out predictions --tile-size 1024"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``segment`` flags, and ``run`` as the handler."""
+    p.set_defaults(handler=run)
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the masks")
+    p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
+    add_inference_flags(p, tiles=True)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _renumber(message: str, offset: int) -> str:
+    """``images[i]`` in a ``segment()`` message -> the position among all inputs."""
+    return re.sub(r"^images\[(\d+)\]", lambda m: f"input {offset + int(m[1]) + 1}", message)
+
+
+def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files as given; folders -> their image files, sorted, hidden files skipped."""
+    files: list[Path] = []
+    for text in inputs:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file()
+                and not p.name.startswith(".")
+                and p.suffix.lower() in _INPUT_EXTENSIONS
+            )
+            if not found:
+                raise CommandError(
+                    f"folder {path} holds no image files (accepted: {', '.join(_INPUT_EXTENSIONS)})"
+                )
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise CommandError(f"{path}: no such file or folder")
+    return files
+
+
+def _check_unique_names(files: Sequence[Path], overlay: bool) -> None:
+    """Refuse inputs whose outputs would overwrite each other (x.png and x.jpg, a/x and b/x)."""
+    owners: dict[str, list[Path]] = {}
+    for path in files:
+        owners.setdefault(f"{path.stem}.png", []).append(path)
+        if overlay:
+            owners.setdefault(f"{path.stem}_overlay.png", []).append(path)
+    clashes = [
+        f"{name} <- {' + '.join(map(str, paths))}"
+        for name, paths in owners.items()
+        if len(paths) > 1
+    ]
+    if clashes:
+        raise CommandError(
+            f"inputs would write the same output file: {listing(clashes)}; rename them or "
+            "segment them into different --out folders"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment every input, write its mask (and overlay), print a summary."""
+    from tqdm.auto import tqdm
+
+    files = _expand_inputs(args.inputs)
+    _check_unique_names(files, args.overlay)
+    out = out_folder(args.out)
+    model = load_model(args.model, pick_device(args.device))
+    out.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(files), unit="image", disable=args.no_progress) as bar:
+        for start in range(0, len(files), args.batch_size):
+            chunk = files[start : start + args.batch_size]
+            try:  # segment() and save_overlay() read .npy files as well as images
+                masks = segment(
+                    model,
+                    chunk,
+                    tile_size=args.tile_size,
+                    tta=args.tta,
+                    batch_size=args.batch_size,
+                    progress=not args.no_progress,
+                )
+            except InputError as err:  # segment() numbers inputs within this chunk
+                raise InputError(_renumber(str(err), start)) from None
+            for path, mask in zip(chunk, masks, strict=True):
+                save_mask(out / f"{path.stem}.png", mask, model)
+                if args.overlay:
+                    save_overlay(out / f"{path.stem}_overlay.png", path, mask, model)
+            bar.update(len(chunk))
+    extra = " and overlays" if args.overlay else ""
+    print(f"wrote {len(files)} mask(s){extra} to {out}")
+    return EXIT_OK
