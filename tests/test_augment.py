@@ -134,3 +134,28 @@ def test_intensity_jitter_changes_values_but_not_shape() -> None:
     assert image.shape == plain[0].shape and torch.equal(mask, plain[1])
     assert not torch.allclose(image, plain[0])
     assert torch.isfinite(image).all()
+
+
+def test_elastic_deformation_warps_image_and_mask_alike() -> None:
+    plain = Augment(patch_size=32, scale=None, flip=False, rotate90=False, **NO_JITTER)
+    warped = Augment(
+        patch_size=32, scale=None, flip=False, rotate90=False, elastic=3.0, elastic_spacing=8,
+        **NO_JITTER,
+    )  # fmt: skip
+    base, ds = mask_as_image_dataset(plain), mask_as_image_dataset(warped)
+    moved = 0
+    for seed in range(6):
+        image, mask = ds[(seed % 3, seed)]
+        assert set(mask.unique().tolist()) <= {0, 1, 2, 3}  # nearest: no new labels
+        agree = (image[0].round() == mask.float()).float().mean().item()
+        assert agree > 0.85  # the image moved with the mask (only block edges blend)
+        moved += int(not torch.equal(mask, base[(seed % 3, seed)][1]))
+        torch.testing.assert_close(ds[(seed % 3, seed)], (image, mask))  # seeded
+    assert moved >= 5  # the field really displaces pixels
+
+
+def test_elastic_arguments_are_validated() -> None:
+    with pytest.raises(ConfigError, match="elastic"):
+        Augment(elastic=-1.0)
+    with pytest.raises(ConfigError, match="elastic_spacing"):
+        Augment(elastic=2.0, elastic_spacing=2)

@@ -109,6 +109,10 @@ class Augment:
         gamma: apply ``x ** (1 + U(-g, g))`` to each channel min-max scaled to [0, 1].
         foreground_prob: chance of centring the crop on a random foreground pixel
             (class > 0), so rare structures are seen often enough.
+        elastic: standard deviation, in pixels, of a smooth random displacement field
+            (control points every ``elastic_spacing`` pixels, interpolated bilinearly), as
+            the U-Net paper used to learn from few images; 0 turns it off.
+        elastic_spacing: distance in pixels between the displacement field's control points.
         ignore_index: label for padded mask pixels; ``SegmentationDataset.with_augment``
             fills it in from the data set.
 
@@ -128,6 +132,8 @@ class Augment:
     contrast: float = 0.1
     gamma: float = 0.1
     foreground_prob: float = 0.33
+    elastic: float = 0.0
+    elastic_spacing: int = 64
     ignore_index: int | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
@@ -151,6 +157,15 @@ class Augment:
         for name in ("brightness", "contrast", "gamma"):
             _check(name, getattr(self, name), 0.0, 0.9)
         _check("foreground_prob", self.foreground_prob, 0.0, 1.0)
+        _check("elastic", self.elastic, 0.0, 100.0)
+        if (
+            isinstance(self.elastic_spacing, bool)
+            or not isinstance(self.elastic_spacing, int)
+            or self.elastic_spacing < 4
+        ):
+            raise ConfigError(
+                f"Augment: elastic_spacing must be an int >= 4 pixels, got {self.elastic_spacing!r}"
+            )
         if self.ignore_index is not None and (
             isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, int)
         ):
@@ -243,6 +258,8 @@ class Augment:
         if self.rotate90 and lab.shape[0] == lab.shape[1]:
             turns = int(rng.integers(4))
             img, lab = np.rot90(img, turns, axes=(1, 2)), np.rot90(lab, turns)
+        if self.elastic > 0:
+            img, lab = _deform(img, lab, self.elastic, self.elastic_spacing, rng)
         img = self._jitter(np.ascontiguousarray(img, dtype=np.float32), rng)
         return torch.from_numpy(img), torch.from_numpy(np.ascontiguousarray(lab, dtype=np.int64))
 
@@ -304,3 +321,37 @@ def _linear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, n
     low = np.floor(source).astype(np.int64)
     high = np.minimum(low + 1, size_in - 1)
     return low, high, (source - low).astype(np.float32)
+
+
+def _deform(
+    image: np.ndarray, mask: np.ndarray, sigma: float, spacing: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Warp a (C, h, w) image (bilinear) and (h, w) mask (nearest) by a smooth random field.
+
+    Displacements are drawn at control points ``spacing`` pixels apart and interpolated
+    bilinearly, so neighbouring pixels move together and thin structures stay connected.
+    Samples that fall outside take the nearest edge pixel.
+    """
+    height, width = mask.shape
+    grid_h, grid_w = height // spacing + 2, width // spacing + 2
+    coarse = rng.normal(0.0, sigma, size=(2, grid_h, grid_w)).astype(np.float32)
+    rows0, rows1, wy = _linear_taps(grid_h, height)
+    cols0, cols1, wx = _linear_taps(grid_w, width)
+    wy = wy[:, None]
+    tall = coarse[:, rows0] * (1 - wy) + coarse[:, rows1] * wy
+    shift = tall[:, :, cols0] * (1 - wx) + tall[:, :, cols1] * wx  # (2, h, w) pixels
+    src_y = np.clip(np.arange(height, dtype=np.float32)[:, None] + shift[0], 0, height - 1)
+    src_x = np.clip(np.arange(width, dtype=np.float32)[None, :] + shift[1], 0, width - 1)
+    y0 = np.floor(src_y).astype(np.int64)
+    x0 = np.floor(src_x).astype(np.int64)
+    y1 = np.minimum(y0 + 1, height - 1)
+    x1 = np.minimum(x0 + 1, width - 1)
+    fy, fx = src_y - y0, src_x - x0
+    warped = (
+        image[:, y0, x0] * ((1 - fy) * (1 - fx))
+        + image[:, y0, x1] * ((1 - fy) * fx)
+        + image[:, y1, x0] * (fy * (1 - fx))
+        + image[:, y1, x1] * (fy * fx)
+    )
+    labels = mask[np.rint(src_y).astype(np.int64), np.rint(src_x).astype(np.int64)]
+    return warped.astype(np.float32, copy=False), labels
