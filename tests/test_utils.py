@@ -33,3 +33,13 @@ def test_atomic_write_uses_umask_permissions_not_private_ones(tmp_path: Path) ->
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_class_argmax_matches_torch_argmax() -> None:
+    import torch
+
+    from unetseg._utils import class_argmax
+
+    scores = torch.randn(3, 5, 7, 9)
+    assert torch.equal(class_argmax(scores, dim=1), scores.argmax(dim=1))
+    assert torch.equal(class_argmax(scores[0], dim=0), scores[0].argmax(dim=0))

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from . import checkpoint as ckpt
 from . import distributed
 from ._train_setup import as_pair
-from ._utils import logger
+from ._utils import class_argmax, logger
 from .errors import TrainingError
 from .history import History
 from .metrics import confusion_matrix, scores_from_confusion
@@ -78,7 +78,7 @@ def validate(
                 device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)
             ):
                 logits = model(image.unsqueeze(0).to(device))
-            prediction = logits.argmax(dim=1)[0].cpu()
+            prediction = class_argmax(logits, dim=1)[0].cpu()
             confusion += confusion_matrix(prediction, mask, num_classes, ignore_index=ignore_index)
     model.train(was_training)
     confusion = distributed.all_reduce_sum(confusion.to(device), info).cpu()

@@ -12,7 +12,7 @@ from typing import IO
 
 import torch
 
-__all__ = ["atomic_write", "logger", "pick_device"]
+__all__ = ["atomic_write", "class_argmax", "logger", "pick_device"]
 
 logger = logging.getLogger("unetseg")
 
@@ -72,3 +72,13 @@ def pick_device(device: str | torch.device | None, local_rank: int = 0) -> torch
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def class_argmax(scores: torch.Tensor, dim: int) -> torch.Tensor:
+    """``scores.argmax(dim)``, fast for a class dimension that is not innermost in memory.
+
+    PyTorch's CPU argmax over the channel dim of a contiguous (N, K, H, W) tensor is ~25x
+    slower than over the innermost dim (200 ms vs 8 ms for 4 x 2 x 512 x 512 here), so the
+    class dim is moved last first.
+    """
+    return scores.movedim(dim, -1).contiguous().argmax(dim=-1)

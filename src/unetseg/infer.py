@@ -37,7 +37,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._utils import logger
+from ._utils import class_argmax, logger
 from .config import UNetConfig
 from .errors import ImageError, InputError
 from .imaging import prepare_image
@@ -399,10 +399,10 @@ class _Runner:
         x = x.to(self.device, self.dtype, non_blocking=True)  # (N, C, H, W)
         if self.tta or self.return_probs:
             probs = self._probs(x)  # (N, K, H, W)
-            indices = self._to_indices(probs.argmax(dim=1))
+            indices = self._to_indices(class_argmax(probs, dim=1))
             probs_np = probs.cpu().numpy() if self.return_probs else None
         else:  # softmax keeps the order, so argmax the logits directly
-            indices = self._to_indices(self.net(x).argmax(dim=1))
+            indices = self._to_indices(class_argmax(self.net(x), dim=1))
             probs_np = None
         return [
             (indices[i], probs_np[i] if probs_np is not None else None) for i in range(len(images))
@@ -470,7 +470,7 @@ class _Runner:
                 end = plan.ys[done + 1] if done + 1 < len(plan.ys) else height
                 n = end - band_top
                 # Weights are positive, so the argmax of the weighted sum is the blended argmax.
-                indices[band_top:end] = self._to_indices(acc[:, :n].argmax(dim=0))
+                indices[band_top:end] = self._to_indices(class_argmax(acc[:, :n], dim=0))
                 if probs_out is not None:
                     probs_out[:, band_top:end] = (acc[:, :n] / wsum[:n]).cpu().numpy()
                 _shift_up(acc, n)
