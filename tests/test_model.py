@@ -31,6 +31,8 @@ def test_any_size_gives_logits_at_input_size(
         {"norm": "group", "upsample": "bilinear", "activation": "gelu"},
         {"norm": "instance", "activation": "leaky_relu", "dropout": 0.2},
         {"norm": "none", "activation": "silu"},
+        {"block": "residual"},
+        {"block": "residual", "norm": "group", "upsample": "bilinear"},
         {"depth": 0},
         {"depth": 5},
     ],
@@ -147,3 +149,20 @@ def test_torch_export_dynamic_over_multiples_of_the_size_multiple() -> None:
         x = torch.randn(1, 1, rows_ * multiple, cols_ * multiple)
         with torch.no_grad():
             torch.testing.assert_close(exported.module()(x), model(x))
+
+
+def test_residual_blocks_add_shortcuts_only_where_the_width_changes() -> None:
+    plain = UNet(3, 2, base_channels=8, depth=3)
+    residual = UNet(3, 2, base_channels=8, depth=3, block="residual")
+    extra = sum(p.numel() for p in residual.parameters()) - sum(
+        p.numel() for p in plain.parameters()
+    )
+    assert 0 < extra < sum(p.numel() for p in plain.parameters()) / 9
+    with pytest.raises(ConfigError, match="block must be one of"):
+        UNet(3, 2, block="dense")
+
+
+def test_configs_saved_before_the_block_field_still_load() -> None:
+    data = UNetConfig().to_dict()
+    del data["block"]
+    assert UNetConfig.from_dict(data).block == "plain"

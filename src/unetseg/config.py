@@ -22,6 +22,7 @@ from .errors import ConfigError
 __all__ = [
     "ACTIVATIONS",
     "ARCHITECTURE_FIELDS",
+    "BLOCKS",
     "FORMAT_VERSION",
     "MASK_ENCODINGS",
     "NORMS",
@@ -34,6 +35,7 @@ FORMAT_VERSION = 1
 
 NORMS = ("batch", "group", "instance", "none")
 UPSAMPLINGS = ("transpose", "bilinear")
+BLOCKS = ("plain", "residual")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu")
 #: How the training masks encoded classes (see ``SegmentationDataset``):
 #: ``index`` pixel value = class; ``binary`` two values (0/255, 0/1) -> 0/1;
@@ -50,6 +52,7 @@ ARCHITECTURE_FIELDS = (
     "upsample",
     "activation",
     "dropout",
+    "block",
 )
 
 # Far above any sensible U-Net, far below what would exhaust a machine's memory.
@@ -100,8 +103,9 @@ def estimate_parameters(
 ) -> int:
     """Count the weights of the network a config describes, without building it.
 
-    Used to refuse absurd sizes before allocating; exact for the layers in ``layers.py``
-    up to normalisation parameters, which are negligible.
+    Used to refuse absurd sizes before allocating; exact for plain blocks in ``layers.py``
+    up to normalisation parameters, which are negligible (residual blocks add 1x1
+    shortcuts, under a ninth more).
     """
     widths = [base_channels * 2**level for level in range(depth + 1)]
     total = 9 * in_channels * widths[0] + 9 * widths[0] ** 2
@@ -132,6 +136,7 @@ class UNetConfig:
     upsample: str = "transpose"  # decoder upsampling: transpose (2x2 transposed conv) | bilinear
     activation: str = "relu"  # relu | leaky_relu | gelu | silu
     dropout: float = 0.0  # channel dropout at the bottleneck, in [0, 1)
+    block: str = "plain"  # plain (the paper's two convs) | residual (plus a shortcut)
 
     # --- what the data looked like (filled in from the dataset by fit()) ---
     class_names: tuple[str, ...] | None = None  # one name per class
@@ -152,6 +157,7 @@ class UNetConfig:
         _check_choice("upsample", self.upsample, UPSAMPLINGS)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_float("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        _check_choice("block", self.block, BLOCKS)
         if self.norm == "group" and self.base_channels % 8:
             raise ConfigError(
                 f"norm='group' uses 8 groups, so base_channels must be a multiple of 8; "

@@ -9,7 +9,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ConvBlock", "DownBlock", "UpBlock", "make_activation", "make_norm"]
+__all__ = [
+    "ConvBlock",
+    "DownBlock",
+    "ResidualBlock",
+    "UpBlock",
+    "make_activation",
+    "make_block",
+    "make_norm",
+]
 
 GROUPS = 8  # GroupNorm groups; UNetConfig checks that widths divide by it
 
@@ -58,18 +66,59 @@ class ConvBlock(nn.Sequential):
         )
 
 
-class DownBlock(nn.Sequential):
-    """2x2 max-pool, then a ``ConvBlock`` that doubles (or sets) the width."""
+class ResidualBlock(nn.Module):
+    """``ConvBlock`` with a shortcut: act(conv-norm-act-conv-norm(x) + proj(x)).
+
+    The projection is a 1x1 conv (and norm) when the width changes, else the identity.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, *, norm: str, activation: str):
+        super().__init__()
+        bias = norm == "none"
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias),
+            make_norm(norm, out_channels),
+            make_activation(activation),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=bias),
+            make_norm(norm, out_channels),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, bias=bias), make_norm(norm, out_channels)
+            )
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.act(self.body(x) + self.shortcut(x))
+        return out
+
+
+def make_block(
+    kind: str, in_channels: int, out_channels: int, *, norm: str, activation: str
+) -> nn.Module:
+    """The two-conv unit of every level, by config name (``plain`` or ``residual``)."""
+    if kind == "plain":
+        return ConvBlock(in_channels, out_channels, norm=norm, activation=activation)
+    if kind == "residual":
+        return ResidualBlock(in_channels, out_channels, norm=norm, activation=activation)
+    raise ValueError(f"unknown block {kind!r}")
+
+
+class DownBlock(nn.Sequential):
+    """2x2 max-pool, then a block that doubles (or sets) the width."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, *, block: str, norm: str, activation: str
+    ):
         super().__init__(
             nn.MaxPool2d(2),
-            ConvBlock(in_channels, out_channels, norm=norm, activation=activation),
+            make_block(block, in_channels, out_channels, norm=norm, activation=activation),
         )
 
 
 class UpBlock(nn.Module):
-    """Upsample 2x, concatenate the skip connection, then a ``ConvBlock``.
+    """Upsample 2x, concatenate the skip connection, then a block.
 
     ``transpose`` learns the upsampling (the paper's "up-convolution"); ``bilinear``
     interpolates and uses a 1x1 conv to halve the width, which is cheaper and avoids
@@ -77,7 +126,14 @@ class UpBlock(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, *, upsample: str, norm: str, activation: str
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        upsample: str,
+        block: str,
+        norm: str,
+        activation: str,
     ):
         super().__init__()
         self.up: nn.Module
@@ -88,7 +144,9 @@ class UpBlock(nn.Module):
                 nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
                 nn.Conv2d(in_channels, out_channels, kernel_size=1),
             )
-        self.conv = ConvBlock(2 * out_channels, out_channels, norm=norm, activation=activation)
+        self.conv = make_block(
+            block, 2 * out_channels, out_channels, norm=norm, activation=activation
+        )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         # x: (N, in, h, w), skip: (N, out, 2h, 2w) -> (N, out, 2h, 2w)

@@ -17,7 +17,7 @@ from torch import nn
 from .config import UNetConfig
 from .errors import ConfigError, InputError
 from .hub import HubMixin
-from .layers import ConvBlock, DownBlock, UpBlock
+from .layers import DownBlock, UpBlock, make_block
 
 __all__ = ["UNet"]
 
@@ -69,8 +69,10 @@ class UNet(HubMixin, nn.Module):
 
         c = config
         widths = [c.base_channels * 2**level for level in range(c.depth + 1)]
-        block = {"norm": c.norm, "activation": c.activation}
-        self.stem = ConvBlock(c.in_channels, widths[0], **block)
+        block = {"block": c.block, "norm": c.norm, "activation": c.activation}
+        self.stem = make_block(
+            c.block, c.in_channels, widths[0], norm=c.norm, activation=c.activation
+        )
         self.down = nn.ModuleList(
             DownBlock(widths[i], widths[i + 1], **block) for i in range(c.depth)
         )
