@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from ..errors import UnetsegError
 from ..model import UNet
+
+_N = TypeVar("_N", int, float)
 
 __all__ = [
     "EXIT_ERROR",
@@ -43,44 +47,33 @@ class CommandError(UnetsegError, ValueError):
 # --------------------------------------------------------------------------- argument types
 
 
-def positive_int(text: str) -> int:
+def _number(
+    text: str, parse: Callable[[str], _N], ok: Callable[[_N], bool], expected: str, note: str = ""
+) -> _N:
+    """Parse ``text`` with ``parse`` and check it with ``ok``, in argparse's error style."""
     try:
-        value = int(text)
+        value = parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {expected}{note}, got {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
+    return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a positive finite number")
 
 
 def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1) (0: no validation), got {text}")
-    return value
+    return _number(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)", " (0: no validation)")
 
 
 def names(text: str) -> list[str]:
