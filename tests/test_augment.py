@@ -32,13 +32,50 @@ def test_image_and_mask_move_together() -> None:
         torch.testing.assert_close(image[0], mask.float())
 
 
-def test_scaling_is_bilinear_for_images_and_nearest_for_masks() -> None:
+def test_scaling_keeps_label_values_and_block_interiors() -> None:
     ds = mask_as_image_dataset(Augment(patch_size=24, scale=(0.7, 1.4), **NO_JITTER))
     for seed in range(8):
         image, mask = ds[(seed % 3, seed)]
         assert set(mask.unique().tolist()) <= {0, 1, 2, 3}  # no new label values
         agree = (image[0].round() == mask.float()).float().mean().item()
         assert agree > 0.8  # only block edges differ
+
+
+def test_scaled_mask_edges_follow_the_bilinear_image() -> None:
+    # A binary mask whose image is its own indicator: after any zoom, a pixel is class 1
+    # exactly where the interpolated indicator is above one half. Nearest-neighbour label
+    # sampling would shift edges by up to half a pixel against the image and fail this.
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[:, 21:] = 1
+    mask[37:, :] = 1
+    mask[5:9, 5:40] = 0  # a thin bar
+    augment = Augment(patch_size=40, scale=(0.6, 1.7), flip=False, vflip=False, **NO_JITTER)
+    ds = SegmentationDataset(
+        [mask.astype(np.float32)], [mask], mean=[0.0], std=[1.0], augment=augment
+    )
+    for seed in range(12):
+        image, target = ds[(0, seed)]
+        torch.testing.assert_close(target, (image[0] > 0.5).long())
+
+
+def test_vertical_flips_and_turns_switch_off_apart_from_horizontal_flips() -> None:
+    # Rows numbered top to bottom: with only horizontal flips, they stay in order.
+    rows = np.repeat(np.arange(32, dtype=np.float32)[:, None], 32, axis=1)
+    cols = rows.T.copy()
+    augment = Augment(patch_size=32, **NO_JITTER)  # the defaults
+    ds = SegmentationDataset(
+        [np.stack([rows, cols, rows], axis=-1)], [(rows > 15).astype(np.uint8)],
+        mean=[0.0] * 3, std=[1.0] * 3, augment=augment,
+    )  # fmt: skip
+    mirrored = 0
+    for seed in range(16):
+        image, _ = ds[(0, seed)]
+        torch.testing.assert_close(image[0], torch.from_numpy(rows))
+        mirrored += int(torch.equal(image[1], torch.from_numpy(cols[:, ::-1].copy())))
+    assert 0 < mirrored < 16
+    turning = Augment(patch_size=32, rotate90=True, **NO_JITTER)
+    turned = [ds.with_augment(turning)[(0, seed)][0][0] for seed in range(16)]
+    assert any(not torch.equal(t, torch.from_numpy(rows)) for t in turned)
 
 
 def test_seeded_items_are_reproducible_and_seeds_differ() -> None:

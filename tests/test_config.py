@@ -56,6 +56,8 @@ def test_absurd_width_fails_before_allocating() -> None:
         ("ignore_index", 1, "is a real class"),
         ("mask_encoding", "jpeg", "mask_encoding"),
         ("metrics", {"miou": "high"}, "metrics"),
+        ("tta_flips", ["diagonal"], "tta_flips"),
+        ("tta_flips", "horizontal", "tta_flips must be a list"),
     ],
 )
 def test_metadata_validation(field: str, value: object, fragment: str) -> None:

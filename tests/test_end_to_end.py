@@ -53,6 +53,7 @@ def test_folder_to_fit_to_checkpoint_to_segment(tmp_path: Path) -> None:
         model, data, val_data=0.25, epochs=25, batch_size=3, patch_size=32, progress=False
     )
     assert history.epochs and model.config.class_colors is not None
+    assert model.config.tta_flips == ("horizontal",)  # the default augmentation's flips
 
     model.save_pretrained(tmp_path / "model")
     loaded = UNet.from_pretrained(tmp_path / "model")

@@ -326,17 +326,28 @@ def test_progress_bar_can_be_switched_off(
 # --- test-time augmentation ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tile_size", [None, 32])
-def test_flip_tta_averages_flipped_probabilities(tile_size: int | None) -> None:
+@pytest.mark.parametrize(
+    ("tta_flips", "mirrorings", "tile_size"),
+    [
+        (None, [(), (-1,)], None),  # unrecorded: horizontal only
+        (("horizontal", "vertical"), [(), (-1,), (-2,), (-2, -1)], None),
+        (("horizontal", "vertical"), [(), (-1,), (-2,), (-2, -1)], 32),
+        (("vertical",), [(), (-2,)], 32),
+    ],
+)
+def test_flip_tta_averages_over_the_flips_the_model_was_trained_with(
+    tta_flips: tuple[str, ...] | None, mirrorings: list[tuple[int, ...]], tile_size: int | None
+) -> None:
     model = tiny(num_classes=3).eval()
+    model.config = model.config.replace(tta_flips=tta_flips)
     image = np.random.default_rng(8).random((32, 32), dtype=np.float32)
     x = torch.from_numpy(image)[None, None]
     total = torch.zeros(1, 3, 32, 32)
     with torch.no_grad():
-        for dims in [(), (-1,), (-2,), (-2, -1)]:
+        for dims in mirrorings:
             probs = F.softmax(model(x.flip(dims) if dims else x), dim=1)
             total += probs.flip(dims) if dims else probs
-    expected = (total / 4)[0].numpy()
+    expected = (total / len(mirrorings))[0].numpy()
     indices, tta_probs = segment(model, image, tta=True, return_probs=True, tile_size=tile_size)
     np.testing.assert_allclose(tta_probs, expected, atol=1e-5)
     np.testing.assert_array_equal(indices, expected.argmax(0))

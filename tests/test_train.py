@@ -19,9 +19,16 @@ import torch
 
 import unetseg.train as train_module
 from helpers import blocks, write
-from unetseg import CheckpointError, DatasetError, SegmentationDataset, TrainingError, UNet
+from unetseg import (
+    Augment,
+    CheckpointError,
+    DatasetError,
+    SegmentationDataset,
+    TrainingError,
+    UNet,
+)
 from unetseg import checkpoint as ckpt
-from unetseg._train_setup import MIN_LR_RATIO, amp_dtype, cpu_has_fast_bf16, lr_at
+from unetseg._train_setup import MIN_LR_RATIO, amp_dtype, cpu_has_fast_bf16, lr_at, trained_flips
 from unetseg.history import History
 from unetseg.train import fit
 
@@ -157,6 +164,22 @@ def test_keyed_dataset_gets_default_augmentation_split_and_metadata() -> None:
     assert cfg.class_names == ("background", "thing")
     assert cfg.mask_encoding == "binary" and cfg.mask_values == (0, 255)
     assert cfg.image_mean == (0.5,) and cfg.metrics is not None
+
+
+@pytest.mark.parametrize(
+    ("augment", "flips"),
+    [
+        (Augment(), ("horizontal",)),
+        (Augment(vflip=True), ("horizontal", "vertical")),
+        (Augment(rotate90=True), ("horizontal", "vertical")),  # a half turn after a mirror
+        (Augment(flip=False, rotate90=True), ()),
+        (lambda image, mask, rng: (image, mask), None),  # a user's callable: unknown
+    ],
+)
+def test_config_records_the_flips_training_drew(augment: Any, flips: Any) -> None:
+    mask = blocks([0, 1], (16, 16)).astype(np.uint8)
+    data = SegmentationDataset([np.zeros((16, 16), np.uint8)], [mask], augment=augment)
+    assert trained_flips(data) == flips
 
 
 def test_sampling_keys_are_index_seed_and_each_item_seen_once_per_epoch() -> None:

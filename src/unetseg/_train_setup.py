@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import random_split
 
+from .augment import Augment
 from .errors import DatasetError, TrainingError
 from .model import UNet
 
@@ -30,6 +31,7 @@ __all__ = [
     "is_keyed",
     "lr_at",
     "resolve_data",
+    "trained_flips",
 ]
 
 MIN_LR_RATIO = 0.01  # cosine decays to this fraction of lr
@@ -166,6 +168,22 @@ def resolve_data(
     if val_data is not None and len(val_data) == 0:
         raise DatasetError("val_data is empty")
     return train_data, val_data
+
+
+def trained_flips(train_data: Any) -> tuple[str, ...] | None:
+    """The flips the training augmentation draws, for the config's ``tta_flips``.
+
+    Vertical counts when drawn directly, or when 90-degree turns combine with horizontal
+    flips (a half turn after a mirror is a vertical flip). None when the augmentation is
+    not an ``Augment`` (a user's callable), so its symmetries are unknown.
+    """
+    augment = getattr(train_data, "augment", None)
+    if not isinstance(augment, Augment):
+        return None
+    flips = ("horizontal",) if augment.flip else ()
+    if augment.vflip or (augment.rotate90 and augment.flip):
+        flips += ("vertical",)
+    return flips
 
 
 def check_compatible(model: UNet, train_data: Any, seed: int) -> dict[str, Any]:

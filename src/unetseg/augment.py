@@ -1,8 +1,9 @@
 """Joint training augmentation: one random draw applied identically to image and mask.
 
 ``Augment`` crops (or pads) to a patch, with foreground oversampling, rescales (bilinear
-for the image, nearest for the mask, so no new label values appear), flips, rotates by
-multiples of 90 degrees and jitters intensity. Everything is drawn from the
+for the image; the mask takes, per pixel, the label whose interpolated indicator is
+largest, so no new label values appear), flips, rotates by multiples of 90 degrees and
+jitters intensity. Everything is drawn from the
 ``numpy.random.Generator`` it is given, so ``ds[(i, seed)]`` is reproducible in any worker.
 
 It works in two steps so that ``SegmentationDataset`` can crop the raw, still-undecoded
@@ -14,6 +15,7 @@ on whole tensors, with the same random draws, so the two paths give the same res
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -97,13 +99,20 @@ def _check(name: str, value: object, low: float, high: float) -> float:
 class Augment:
     """Random crop/pad, scale, flips, 90-degree rotations and intensity jitter.
 
+    The defaults crop, mirror left-right and jitter intensity; they keep the images'
+    up-down orientation and pixel scale, which labels often depend on (skies are at the
+    top; outline labels are drawn with a brush of fixed width). Turn on ``vflip``,
+    ``rotate90`` and ``scale`` for data without an up or a fixed scale (microscopy, aerial).
+
     Args:
         patch_size: output (height, width), or one int for a square; ``None`` keeps the
             whole image (and skips scaling).
-        flip: random horizontal and vertical flips.
+        flip: random horizontal (left-right) flips.
+        vflip: random vertical (up-down) flips.
         rotate90: random multiples of 90 degrees (square patches only).
         scale: (low, high) zoom factor, drawn log-uniformly; ``None`` for none. The
-            source region is ``patch / factor`` and is resized to the patch.
+            source region is ``patch / factor`` and is resized to the patch (the mask
+            so that its edges follow the image's, see ``_resample_labels``).
         brightness: add U(-b, b) to the normalised image (about b standard deviations).
         contrast: scale deviations from each channel's mean by 1 + U(-c, c).
         gamma: apply ``x ** (1 + U(-g, g))`` to each channel min-max scaled to [0, 1].
@@ -126,8 +135,9 @@ class Augment:
 
     patch_size: int | tuple[int, int] | None = 256
     flip: bool = True
-    rotate90: bool = True
-    scale: tuple[float, float] | None = (0.75, 1.33)
+    vflip: bool = False
+    rotate90: bool = False
+    scale: tuple[float, float] | None = None
     brightness: float = 0.1
     contrast: float = 0.1
     gamma: float = 0.1
@@ -250,11 +260,10 @@ class Augment:
             assert not isinstance(self.patch_size, int)  # normalised in __post_init__
             if lab.shape != self.patch_size:
                 img, lab = _resize(img, lab, *self.patch_size)
-        if self.flip:
-            if rng.random() < 0.5:
-                img, lab = img[:, :, ::-1], lab[:, ::-1]
-            if rng.random() < 0.5:
-                img, lab = img[:, ::-1], lab[::-1]
+        if self.flip and rng.random() < 0.5:
+            img, lab = img[:, :, ::-1], lab[:, ::-1]
+        if self.vflip and rng.random() < 0.5:
+            img, lab = img[:, ::-1], lab[::-1]
         if self.rotate90 and lab.shape[0] == lab.shape[1]:
             turns = int(rng.integers(4))
             img, lab = np.rot90(img, turns, axes=(1, 2)), np.rot90(lab, turns)
@@ -299,20 +308,35 @@ class Augment:
 def _resize(
     image: np.ndarray, mask: np.ndarray, out_h: int, out_w: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Resize a (C, h, w) image bilinearly and an (h, w) mask by nearest neighbour.
+    """Resize a (C, h, w) image bilinearly, and an (h, w) mask so its edges follow the image.
 
-    Bilinear uses half-pixel centres, as torch's ``align_corners=False``; the mask takes
-    the source pixel under each output centre, so no new label values appear.
+    Bilinear uses half-pixel centres, as torch's ``align_corners=False``. The mask is
+    resized by ``_resample_labels`` with the same taps, so no new label values appear and
+    label edges land where the image's edges land.
     """
     in_h, in_w = mask.shape
     rows0, rows1, wy = _linear_taps(in_h, out_h)
     cols0, cols1, wx = _linear_taps(in_w, out_w)
     wy = wy[:, None]
-    tall = image[:, rows0] * (1 - wy) + image[:, rows1] * wy
-    out = tall[:, :, cols0] * (1 - wx) + tall[:, :, cols1] * wx
-    rows = np.minimum(((np.arange(out_h) + 0.5) * (in_h / out_h)).astype(np.int64), in_h - 1)
-    cols = np.minimum(((np.arange(out_w) + 0.5) * (in_w / out_w)).astype(np.int64), in_w - 1)
-    return out.astype(np.float32, copy=False), mask[rows[:, None], cols[None, :]]
+
+    def bilinear(planes: np.ndarray) -> np.ndarray:  # (N, h, w) -> (N, out_h, out_w)
+        tall = planes[:, rows0] * (1 - wy) + planes[:, rows1] * wy
+        return tall[:, :, cols0] * (1 - wx) + tall[:, :, cols1] * wx
+
+    return bilinear(image).astype(np.float32, copy=False), _resample_labels(mask, bilinear)
+
+
+def _resample_labels(mask: np.ndarray, bilinear: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Resample an (h, w) label mask with ``bilinear``, keeping edges where the image's are.
+
+    Each output pixel takes the label whose interpolated indicator is largest. Nearest-neighbour sampling moves every label edge by up to half a pixel at random
+    relative to the bilinearly resampled image; on thin structures (membranes, poles) that
+    jitter is label noise the model cannot fit. Interpolating each label's indicator keeps
+    edges where the image has them, and the argmax still yields only existing labels.
+    """
+    values = np.unique(mask)
+    indicators = (mask[None] == values[:, None, None]).astype(np.float32)
+    return values[bilinear(indicators).argmax(axis=0)]
 
 
 def _linear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -326,7 +350,7 @@ def _linear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, n
 def _deform(
     image: np.ndarray, mask: np.ndarray, sigma: float, spacing: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Warp a (C, h, w) image (bilinear) and (h, w) mask (nearest) by a smooth random field.
+    """Warp a (C, h, w) image and its (h, w) mask (``_resample_labels``) by a smooth random field.
 
     Displacements are drawn at control points ``spacing`` pixels apart and interpolated
     bilinearly, so neighbouring pixels move together and thin structures stay connected.
@@ -347,11 +371,13 @@ def _deform(
     y1 = np.minimum(y0 + 1, height - 1)
     x1 = np.minimum(x0 + 1, width - 1)
     fy, fx = src_y - y0, src_x - x0
-    warped = (
-        image[:, y0, x0] * ((1 - fy) * (1 - fx))
-        + image[:, y0, x1] * ((1 - fy) * fx)
-        + image[:, y1, x0] * (fy * (1 - fx))
-        + image[:, y1, x1] * (fy * fx)
-    )
-    labels = mask[np.rint(src_y).astype(np.int64), np.rint(src_x).astype(np.int64)]
-    return warped.astype(np.float32, copy=False), labels
+
+    def bilinear(planes: np.ndarray) -> np.ndarray:  # (N, h, w) sampled at (src_y, src_x)
+        return (
+            planes[:, y0, x0] * ((1 - fy) * (1 - fx))
+            + planes[:, y0, x1] * ((1 - fy) * fx)
+            + planes[:, y1, x0] * (fy * (1 - fx))
+            + planes[:, y1, x1] * (fy * fx)
+        )
+
+    return bilinear(image).astype(np.float32, copy=False), _resample_labels(mask, bilinear)

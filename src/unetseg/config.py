@@ -26,6 +26,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MASK_ENCODINGS",
     "NORMS",
+    "TTA_FLIPS",
     "UPSAMPLINGS",
     "UNetConfig",
 ]
@@ -42,6 +43,8 @@ ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu")
 #: ``grey`` a few grey levels -> consecutive classes; ``palette`` P-mode indices;
 #: ``color`` one RGB colour per class.
 MASK_ENCODINGS = ("index", "binary", "grey", "palette", "color")
+#: Flips ``segment(tta=True)`` can average over.
+TTA_FLIPS = ("horizontal", "vertical")
 #: Fields that decide the layers, and so the names and shapes of the weights.
 ARCHITECTURE_FIELDS = (
     "in_channels",
@@ -146,6 +149,9 @@ class UNetConfig:
     image_mean: tuple[float, ...] | None = None  # per-channel mean of [0, 1]-scaled images
     image_std: tuple[float, ...] | None = None  # per-channel std of [0, 1]-scaled images
     ignore_index: int | None = None  # label value that losses and metrics skip
+    # Flips the training augmentation applied, so segment(tta=True) averages over only
+    # those: a model trained upright has never seen an upside-down street. None: horizontal.
+    tta_flips: tuple[str, ...] | None = None
     metrics: Mapping[str, float] | None = field(default=None, hash=False)  # validation scores
 
     def __post_init__(self) -> None:
@@ -224,6 +230,11 @@ class UNetConfig:
                     f"ignore_index={self.ignore_index} is a real class (0..{n - 1}); "
                     "use a value outside the classes, e.g. 255 or -100"
                 )
+        if self.tta_flips is not None:
+            flips = _as_tuple("tta_flips", self.tta_flips)
+            for flip in flips:
+                _check_choice("each of tta_flips", flip, TTA_FLIPS)
+            set_(self, "tta_flips", tuple(f for f in TTA_FLIPS if f in flips))
         if self.metrics is not None:
             if not isinstance(self.metrics, Mapping):
                 raise ConfigError(

@@ -66,8 +66,21 @@ _Image = TypeVar("_Image", bound=ImageInput)
 ModelInput: TypeAlias = nn.Module | str | os.PathLike[str]
 _Result: TypeAlias = tuple[np.ndarray, np.ndarray | None]
 
-# Flip TTA: identity, horizontal, vertical, both (the 2-D mirrorings nnU-Net averages).
-_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+# Tensor dims each flip of ``UNetConfig.tta_flips`` mirrors.
+_FLIP_DIMS = {"horizontal": -1, "vertical": -2}
+
+
+def tta_flip_dims(config: UNetConfig) -> list[tuple[int, ...]]:
+    """The mirrorings ``segment(tta=True)`` averages over, identity first.
+
+    Every combination of the flips in ``config.tta_flips`` (those the training augmentation
+    drew, recorded by ``fit()``); horizontal alone when the config does not say.
+    """
+    flips = config.tta_flips if config.tta_flips is not None else ("horizontal",)
+    dims = [_FLIP_DIMS[flip] for flip in flips]
+    return [tuple(d for i, d in enumerate(dims) if mask >> i & 1) for mask in range(2 ** len(dims))]
+
+
 # Peak activation bytes per pixel per base channel of an inference pass, measured on CPU
 # (about 30 for base 16 and 32 at 512-1024 px) and rounded up.
 _BYTES_PER_PIXEL_PER_BASE = 40
@@ -204,8 +217,9 @@ def segment(
             of ``2**depth``). ``None``: tile only images whose whole-image pass would need
             more than ``max_memory``, with tiles of up to ``DEFAULT_TILE_SIZE``.
         overlap: fraction of a tile's side that neighbouring tiles share, in [0, 1).
-        tta: average the softmax probabilities over the four flips (none, horizontal,
-            vertical, both); four times the compute.
+        tta: average the softmax probabilities over the flips the model was trained with
+            (``config.tta_flips``, recorded by ``fit()``; horizontal alone when unknown):
+            two or four times the compute.
         batch_size: most images (or tiles) per forward pass; lowered further to stay within
             ``max_memory``.
         device: where to run (``"cuda"``, ``"cpu"``, ...); ``None``: the model's device.
@@ -380,11 +394,12 @@ class _Runner:
         """(N, C, h, w) on device -> (N, K, h, w) float32 softmax, flip-averaged with TTA."""
         if not self.tta:
             return F.softmax(self.net(x).float(), dim=1)
+        mirrorings = tta_flip_dims(self.config)
         total = F.softmax(self.net(x).float(), dim=1)
-        for dims in _FLIPS[1:]:
+        for dims in mirrorings[1:]:
             flipped = F.softmax(self.net(x.flip(dims)).float(), dim=1)
             total.add_(flipped.flip(dims))
-        return total.div_(len(_FLIPS))
+        return total.div_(len(mirrorings))
 
     def _to_indices(self, indices: torch.Tensor) -> np.ndarray:
         """int64 argmax on device -> numpy in the small dtype, converted once."""

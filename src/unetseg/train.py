@@ -216,6 +216,8 @@ def _fit(
     )
     setup.check_same_mapping(train_data, val_data)
     meta = setup.check_compatible(model, train_data, seed)
+    if (flips := setup.trained_flips(train_data)) is not None:
+        meta["tta_flips"] = flips
     if ignore_index is None:
         ignore_index = meta.get("ignore_index", getattr(train_data, "ignore_index", None))
     if class_weights is not None and len(class_weights) != num_classes:
