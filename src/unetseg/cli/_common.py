@@ -99,7 +99,11 @@ def add_inference_flags(p: argparse.ArgumentParser, *, tiles: bool) -> None:
             metavar="N",
             help="segment in overlapping N x N tiles (default: only images too big for memory)",
         )
-    p.add_argument("--tta", action="store_true", help="average over the flips the model was trained with (2-4x slower)")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="average over the flips the model was trained with (2-4x slower)",
+    )
     p.add_argument("--device", help="cuda, mps, cpu... (default: the best available)")
 
 
