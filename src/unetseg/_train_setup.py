@@ -180,7 +180,7 @@ def trained_flips(train_data: Any) -> tuple[str, ...] | None:
     augment = getattr(train_data, "augment", None)
     if not isinstance(augment, Augment):
         return None
-    flips = ("horizontal",) if augment.flip else ()
+    flips: tuple[str, ...] = ("horizontal",) if augment.flip else ()
     if augment.vflip or (augment.rotate90 and augment.flip):
         flips += ("vertical",)
     return flips

@@ -321,7 +321,8 @@ def _resize(
 
     def bilinear(planes: np.ndarray) -> np.ndarray:  # (N, h, w) -> (N, out_h, out_w)
         tall = planes[:, rows0] * (1 - wy) + planes[:, rows1] * wy
-        return tall[:, :, cols0] * (1 - wx) + tall[:, :, cols1] * wx
+        out: np.ndarray = tall[:, :, cols0] * (1 - wx) + tall[:, :, cols1] * wx
+        return out
 
     return bilinear(image).astype(np.float32, copy=False), _resample_labels(mask, bilinear)
 
@@ -336,7 +337,8 @@ def _resample_labels(mask: np.ndarray, bilinear: Callable[[np.ndarray], np.ndarr
     """
     values = np.unique(mask)
     indicators = (mask[None] == values[:, None, None]).astype(np.float32)
-    return values[bilinear(indicators).argmax(axis=0)]
+    labels: np.ndarray = values[bilinear(indicators).argmax(axis=0)]
+    return labels
 
 
 def _linear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -373,11 +375,12 @@ def _deform(
     fy, fx = src_y - y0, src_x - x0
 
     def bilinear(planes: np.ndarray) -> np.ndarray:  # (N, h, w) sampled at (src_y, src_x)
-        return (
+        out: np.ndarray = (
             planes[:, y0, x0] * ((1 - fy) * (1 - fx))
             + planes[:, y0, x1] * ((1 - fy) * fx)
             + planes[:, y1, x0] * (fy * (1 - fx))
             + planes[:, y1, x1] * (fy * fx)
         )
+        return out
 
     return bilinear(image).astype(np.float32, copy=False), _resample_labels(mask, bilinear)
