@@ -2,9 +2,12 @@
 
 Writes ``--images`` 512 x 512 grey PNGs, then alternates, ``--repeats`` times:
 
-* bare: ``model(x)`` on ready-made (B, 1, 512, 512) tensors, under ``torch.inference_mode``;
+* bare: ``model(x)`` on ready-made (B, 1, 512, 512) tensors, under ``torch.inference_mode``,
+  in the channels_last layout ``segment()`` uses and the autocast its default ``amp="auto"``
+  picks (bf16 on AMX CPUs);
 * segment: ``segment(model, paths, batch_size=B)`` on the list of paths, which also decodes
-  the PNGs, preprocesses, argmaxes and converts to uint8.
+  the PNGs, preprocesses, argmaxes and converts to uint8;
+* segment float32: the same with ``amp="off"``, to show what the autocast buys.
 
 B is the batch segment() itself picks (``batch_size`` capped by ``max_memory``), so both run
 the same passes. The best run of each is reported (least disturbed by other processes).
@@ -24,6 +27,7 @@ import torch
 from PIL import Image
 
 from unetseg import UNet
+from unetseg._utils import autocast_dtype
 from unetseg.infer import DEFAULT_MAX_MEMORY, estimate_memory, segment
 
 
@@ -52,36 +56,48 @@ def main() -> None:
             Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(path)
             paths.append(path)
         tensors = [
-            torch.rand(min(batch, args.images - i), 1, size, size)
+            torch.rand(min(batch, args.images - i), 1, size, size).contiguous(
+                memory_format=torch.channels_last
+            )
             for i in range(0, args.images, batch)
         ]
 
+        dtype = autocast_dtype("auto", torch.device("cpu"))
+
         def bare() -> None:
-            with torch.inference_mode():
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            with (
+                torch.inference_mode(),
+                torch.autocast("cpu", dtype=dtype or torch.float32, enabled=bool(dtype)),
+            ):
                 for x in tensors:
                     model(x)
 
-        def seg() -> None:
-            masks = segment(model, paths, batch_size=args.batch_size)
+        def seg(amp: str = "auto") -> None:
+            masks = segment(model, paths, batch_size=args.batch_size, amp=amp)
             assert len(masks) == args.images and masks[0].dtype == np.uint8
 
         bare()  # warm-up: allocator, kernels
-        times: dict[str, list[float]] = {"bare": [], "segment": []}
+        times: dict[str, list[float]] = {"bare": [], "segment": [], "float32": []}
+        runs = (("bare", bare), ("segment", seg), ("float32", lambda: seg("off")))
         for _ in range(args.repeats):
-            for name, fn in (("bare", bare), ("segment", seg)):
+            for name, fn in runs:
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
 
     bare_ips = args.images / min(times["bare"])
     seg_ips = args.images / min(times["segment"])
+    f32_ips = args.images / min(times["float32"])
     print(
         f"UNet(1, 2) default width, {args.images} images {size}x{size}, batch {batch}, "
-        f"{args.threads} threads, best of {args.repeats}"
+        f"{args.threads} threads, best of {args.repeats}, autocast {dtype or 'off'}"
     )
     print(f"  bare forward:       {bare_ips:7.3f} images/s   (runs: {_fmt(times['bare'])})")
     print(f"  segment(paths):     {seg_ips:7.3f} images/s   (runs: {_fmt(times['segment'])})")
     print(f"  ratio:              {seg_ips / bare_ips:7.3f}   (target >= 0.9)")
+    print(f"  segment(amp='off'): {f32_ips:7.3f} images/s   (runs: {_fmt(times['float32'])})")
+    print(f"  autocast speed-up:  {seg_ips / f32_ips:7.3f}")
 
 
 def _fmt(runs: list[float]) -> str:

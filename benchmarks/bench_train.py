@@ -10,7 +10,7 @@ With no options this runs exactly
 ``fit(UNet(in_channels=1, num_classes=2), SegmentationDataset(images, masks), max_time=300)``
 (``progress=False`` only keeps the bar out of the printed JSON) and scores
 ``segment(model, image)`` on each test slice; the same model is also scored with
-``segment(..., tta=True)``. Recipe overrides (``--lr``, ``--epochs``, ``--elastic`` ...)
+``segment(..., tta=True)`` and with ``segment(..., amp="off")`` (float32 inference). Recipe overrides (``--lr``, ``--epochs``, ``--elastic`` ...)
 exist for tuning only; the target uses none of them.
 
 Prints one JSON line: mean IoU, pixel accuracy, per-class IoU (also with flip TTA),
@@ -59,12 +59,15 @@ def make_dataset(images: list[Path], masks: list[Path], elastic: float | None) -
 
 
 @torch.no_grad()
-def score(model: UNet, images: list[Path], masks: list[Path], *, tta: bool) -> dict[str, float]:
+def score(
+    model: UNet, images: list[Path], masks: list[Path], *, tta: bool, amp: str = "auto"
+) -> dict[str, float]:
     """Full-slice predictions from segment(), one confusion matrix over the test slices."""
     confusion = torch.zeros(2, 2, dtype=torch.int64)
     for image_path, mask_path in zip(images, masks, strict=True):
         truth = torch.from_numpy(load_mask(mask_path))
-        pred = torch.from_numpy(unetseg.segment(model, image_path, tta=tta, progress=False))
+        pred = unetseg.segment(model, image_path, tta=tta, amp=amp, progress=False)
+        pred = torch.from_numpy(pred)
         confusion += confusion_matrix(pred.long(), truth, 2)
     s = scores_from_confusion(confusion)
     return {"mean_iou": s.mean_iou, "pixel_accuracy": s.pixel_accuracy, "iou": list(s.iou)}
@@ -116,10 +119,12 @@ def main() -> None:
     wall = time.perf_counter() - start
     result = score(model, *isbi_paths(args.data, TEST), tta=False)
     with_tta = score(model, *isbi_paths(args.data, TEST), tta=True)
+    float32 = score(model, *isbi_paths(args.data, TEST), tta=False, amp="off")
     images = sum(r["images_per_s"] * r["seconds"] for r in history.epochs)
     report = {
         **result,
         "tta": with_tta,
+        "float32_segment": float32,
         "steps": history.steps,
         "images_per_s": images / max(history.seconds, 1e-9),
         "wall_s": wall,

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from unetseg import InputError, UNet
+from unetseg._utils import cpu_has_fast_bf16
 from unetseg.imaging import prepare_image
 from unetseg.infer import estimate_memory, gaussian_weights, mask_dtype, plan_tiles, segment
 
@@ -101,7 +102,7 @@ def test_matches_manual_forward_with_config_normalisation() -> None:
     with torch.no_grad():
         expected = model.eval()(x[None]).argmax(1)[0].numpy()
     model.train()
-    got = segment(model, image)
+    got = segment(model, image, amp="off")  # float32, as the reference
     np.testing.assert_array_equal(got, expected)
     assert model.training  # mode restored
 
@@ -266,6 +267,33 @@ def test_tiled_agrees_with_whole_image(trained: UNet) -> None:
     assert (whole == tiled).mean() >= 0.999
 
 
+def test_amp_auto_is_bf16_on_fast_cpus_and_agrees_with_float32(trained: UNet) -> None:
+    x, _ = blobs(1, 96, torch.Generator().manual_seed(4))
+    exact, exact_probs = segment(trained, x[0], amp="off", return_probs=True)
+    bf16, bf16_probs = segment(trained, x[0], amp="bf16", return_probs=True)
+    assert bf16_probs.dtype == np.float32
+    assert np.abs(bf16_probs - exact_probs).max() < 0.05
+    assert (bf16 == exact).mean() >= 0.995
+    auto = segment(trained, x[0], return_probs=True)[1]
+    same_as = bf16_probs if cpu_has_fast_bf16() else exact_probs  # emulated bf16 is slow
+    np.testing.assert_array_equal(auto, same_as)
+    with pytest.raises(InputError, match="amp must be"):
+        segment(trained, x[0], amp="int8")
+
+
+def test_model_layout_is_left_as_it_was() -> None:
+    # segment() runs channels_last for speed; the weights must come back as they went in.
+    image = np.zeros((16, 16), np.uint8)
+    model = tiny()
+    segment(model, image)
+    assert all(p.is_contiguous() for p in model.parameters())
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    segment(model, image)
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    assert not all(w.is_contiguous() for w in weights)
+
+
 def test_tiled_probabilities_are_normalised(trained: UNet) -> None:
     x, _ = blobs(1, 70, torch.Generator().manual_seed(2))
     indices, probs = segment(trained, x[0], tile_size=32, overlap=0.5, return_probs=True)
@@ -348,7 +376,9 @@ def test_flip_tta_averages_over_the_flips_the_model_was_trained_with(
             probs = F.softmax(model(x.flip(dims) if dims else x), dim=1)
             total += probs.flip(dims) if dims else probs
     expected = (total / len(mirrorings))[0].numpy()
-    indices, tta_probs = segment(model, image, tta=True, return_probs=True, tile_size=tile_size)
+    indices, tta_probs = segment(
+        model, image, tta=True, return_probs=True, tile_size=tile_size, amp="off"
+    )
     np.testing.assert_allclose(tta_probs, expected, atol=1e-5)
     np.testing.assert_array_equal(indices, expected.argmax(0))
     assert not np.allclose(tta_probs, segment(model, image, return_probs=True)[1], atol=1e-3)

@@ -37,7 +37,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._utils import class_argmax, logger
+from ._utils import autocast_dtype, class_argmax, logger
 from .config import UNetConfig
 from .errors import ImageError, InputError
 from .imaging import prepare_image
@@ -123,6 +123,7 @@ def segment(
     tile_size: int | None = ...,
     overlap: float = ...,
     tta: bool = ...,
+    amp: str | bool | None = ...,
     batch_size: int = ...,
     device: str | torch.device | None = ...,
     return_probs: Literal[False] = ...,
@@ -137,6 +138,7 @@ def segment(
     tile_size: int | None = ...,
     overlap: float = ...,
     tta: bool = ...,
+    amp: str | bool | None = ...,
     batch_size: int = ...,
     device: str | torch.device | None = ...,
     return_probs: Literal[True],
@@ -151,6 +153,7 @@ def segment(
     tile_size: int | None = ...,
     overlap: float = ...,
     tta: bool = ...,
+    amp: str | bool | None = ...,
     batch_size: int = ...,
     device: str | torch.device | None = ...,
     return_probs: Literal[False] = ...,
@@ -165,6 +168,7 @@ def segment(
     tile_size: int | None = ...,
     overlap: float = ...,
     tta: bool = ...,
+    amp: str | bool | None = ...,
     batch_size: int = ...,
     device: str | torch.device | None = ...,
     return_probs: Literal[True],
@@ -179,6 +183,7 @@ def segment(
     tile_size: int | None = ...,
     overlap: float = ...,
     tta: bool = ...,
+    amp: str | bool | None = ...,
     batch_size: int = ...,
     device: str | torch.device | None = ...,
     return_probs: bool = ...,
@@ -194,6 +199,7 @@ def segment(
     tile_size: int | None = None,
     overlap: float = 0.25,
     tta: bool = False,
+    amp: str | bool | None = "auto",
     batch_size: int = 4,
     device: str | torch.device | None = None,
     return_probs: bool = False,
@@ -220,6 +226,10 @@ def segment(
         tta: average the softmax probabilities over the flips the model was trained with
             (``config.tta_flips``, recorded by ``fit()``; horizontal alone when unknown):
             two or four times the compute.
+        amp: ``"auto"`` (default): bfloat16 autocast on CPUs that run it natively (AMX,
+            AVX512-BF16; about 2x faster, argmax agrees with float32 on all but a few
+            pixels in ten thousand), float16 on CUDA, float32 elsewhere; ``"bf16"``,
+            ``"fp16"``, or ``"off"`` for float32. Probabilities are float32 either way.
         batch_size: most images (or tiles) per forward pass; lowered further to stay within
             ``max_memory``.
         device: where to run (``"cuda"``, ``"cpu"``, ...); ``None``: the model's device.
@@ -254,8 +264,14 @@ def segment(
     target = torch.device(device) if device is not None else home
     dtype = first_param.dtype if first_param is not None else torch.float32
     was_training = net.training
+    layout = _memory_format(net)
+    # channels_last: 1.7x faster float32 and 2.2x faster bf16 convolutions on a Xeon CPU
+    # (benchmarks/bench_segment.py); also what CUDA tensor cores want.
+    fast_layout = target.type in ("cpu", "cuda")
     if target != home:
         net.to(target)
+    if fast_layout:
+        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     net.eval()
     runner = _Runner(
         net=net,
@@ -265,6 +281,8 @@ def segment(
         tile_size=tile_size,
         overlap=overlap,
         tta=tta,
+        autocast=_autocast(amp, target),
+        channels_last=fast_layout,
         batch_size=batch_size,
         max_memory=max_memory,
         return_probs=return_probs,
@@ -275,6 +293,8 @@ def segment(
             results = runner.run(items, is_list)
     finally:
         net.train(was_training)
+        if fast_layout:
+            net.to(memory_format=layout)  # type: ignore[call-overload]
         if target != home:
             net.to(home)
 
@@ -283,6 +303,26 @@ def segment(
     else:
         out = [idx for idx, _ in results]
     return out if is_list else out[0]
+
+
+def _memory_format(net: nn.Module) -> torch.memory_format:
+    """The layout of the 4-D weights, so ``segment()`` can leave the model as it was."""
+    for param in net.parameters():
+        # Weights with one input channel (or 1x1 kernels) are both layouts at once.
+        if (
+            param.dim() == 4
+            and not param.is_contiguous()
+            and param.is_contiguous(memory_format=torch.channels_last)
+        ):
+            return torch.channels_last
+    return torch.contiguous_format
+
+
+def _autocast(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
+    try:
+        return autocast_dtype(amp, device)
+    except ValueError as err:
+        raise InputError(str(err)) from None
 
 
 def _check_arguments(
@@ -332,6 +372,8 @@ class _Runner:
     tile_size: int | None
     overlap: float
     tta: bool
+    autocast: torch.dtype | None
+    channels_last: bool
     batch_size: int
     max_memory: int
     return_probs: bool
@@ -393,13 +435,23 @@ class _Runner:
     def _probs(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) on device -> (N, K, h, w) float32 softmax, flip-averaged with TTA."""
         if not self.tta:
-            return F.softmax(self.net(x).float(), dim=1)
+            return F.softmax(self._forward(x), dim=1)
         mirrorings = tta_flip_dims(self.config)
-        total = F.softmax(self.net(x).float(), dim=1)
+        total = F.softmax(self._forward(x), dim=1)
         for dims in mirrorings[1:]:
-            flipped = F.softmax(self.net(x.flip(dims)).float(), dim=1)
+            flipped = F.softmax(self._forward(x.flip(dims)), dim=1)
             total.add_(flipped.flip(dims))
         return total.div_(len(mirrorings))
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's float32 logits, under autocast when ``amp`` asked for it."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(
+            self.device.type, dtype=self.autocast or torch.float32, enabled=bool(self.autocast)
+        ):
+            logits: torch.Tensor = self.net(x)
+        return logits.float()
 
     def _to_indices(self, indices: torch.Tensor) -> np.ndarray:
         """int64 argmax on device -> numpy in the small dtype, converted once."""
@@ -415,9 +467,9 @@ class _Runner:
         if self.tta or self.return_probs:
             probs = self._probs(x)  # (N, K, H, W)
             indices = self._to_indices(class_argmax(probs, dim=1))
-            probs_np = probs.cpu().numpy() if self.return_probs else None
+            probs_np = probs.contiguous().cpu().numpy() if self.return_probs else None
         else:  # softmax keeps the order, so argmax the logits directly
-            indices = self._to_indices(class_argmax(self.net(x), dim=1))
+            indices = self._to_indices(class_argmax(self._forward(x), dim=1))
             probs_np = None
         return [
             (indices[i], probs_np[i] if probs_np is not None else None) for i in range(len(images))

@@ -104,6 +104,13 @@ def add_inference_flags(p: argparse.ArgumentParser, *, tiles: bool) -> None:
         action="store_true",
         help="average over the flips the model was trained with (2-4x slower)",
     )
+    p.add_argument(
+        "--amp",
+        choices=("auto", "fp16", "bf16", "off"),
+        default="auto",
+        help="mixed precision: auto is bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA; "
+        "off for float32",
+    )
     p.add_argument("--device", help="cuda, mps, cpu... (default: the best available)")
 
 

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     for start in range(0, len(images), args.batch_size):
         chunk = images[start : start + args.batch_size]
         predictions = segment(
-            model, chunk, tta=args.tta, batch_size=args.batch_size, progress=False
+            model, chunk, tta=args.tta, amp=args.amp, batch_size=args.batch_size, progress=False
         )
         for index, prediction in enumerate(predictions, start):
             confusion += confusion_matrix(

@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                     chunk,
                     tile_size=args.tile_size,
                     tta=args.tta,
+                    amp=args.amp,
                     batch_size=args.batch_size,
                     progress=not args.no_progress,
                 )
