@@ -64,8 +64,9 @@ def main() -> None:
 
         dtype = autocast_dtype("auto", torch.device("cpu"))
 
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
         def bare() -> None:
-            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             with (
                 torch.inference_mode(),
                 torch.autocast("cpu", dtype=dtype or torch.float32, enabled=bool(dtype)),

@@ -28,7 +28,8 @@ from unetseg import (
     UNet,
 )
 from unetseg import checkpoint as ckpt
-from unetseg._train_setup import MIN_LR_RATIO, amp_dtype, cpu_has_fast_bf16, lr_at, trained_flips
+from unetseg._train_setup import MIN_LR_RATIO, amp_dtype, lr_at, trained_flips
+from unetseg._utils import cpu_has_fast_bf16
 from unetseg.history import History
 from unetseg.train import fit
 
@@ -392,5 +393,7 @@ def test_fraction_split_of_plain_pairs_and_bf16_autocast_on_cpu() -> None:
     assert amp_dtype("auto", torch.device("cpu")) is (torch.bfloat16 if fast else None)
     assert amp_dtype("off", torch.device("cpu")) is None
     assert amp_dtype("auto", torch.device("cuda")) is torch.float16
+    with pytest.raises(TrainingError, match="amp must be"):
+        amp_dtype("int8", torch.device("cpu"))
     with pytest.raises(TrainingError, match="fraction"):
         fit(tiny(), make_pairs(8), 1.5, epochs=1, **FAST)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import random_split
 
-from ._utils import autocast_dtype, cpu_has_fast_bf16
+from ._utils import autocast_dtype
 from .augment import Augment
 from .errors import DatasetError, TrainingError
 from .model import UNet
@@ -28,7 +28,6 @@ __all__ = [
     "check_compatible",
     "check_same_mapping",
     "collate",
-    "cpu_has_fast_bf16",
     "is_keyed",
     "lr_at",
     "resolve_data",
@@ -49,10 +48,7 @@ def amp_dtype(amp: str | bool | None, device: torch.device) -> torch.dtype | Non
     Raises:
         TrainingError: ``amp`` is not one of the accepted values.
     """
-    try:
-        return autocast_dtype(amp, device)
-    except ValueError as err:
-        raise TrainingError(str(err)) from None
+    return autocast_dtype(amp, device, error=TrainingError)
 
 
 # --------------------------------------------------------------------------- schedule

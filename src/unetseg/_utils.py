@@ -88,14 +88,16 @@ def cpu_has_fast_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
-def autocast_dtype(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(
+    amp: str | bool | None, device: torch.device, error: type[Exception] = ValueError
+) -> torch.dtype | None:
     """The autocast dtype ``amp`` asks for on ``device``; None for float32.
 
     ``"auto"`` (or True): float16 on CUDA, bfloat16 on CPUs that run it natively, float32
     elsewhere; ``"fp16"``/``"bf16"`` force one; ``"off"``, False or None: float32.
 
     Raises:
-        ValueError: ``amp`` is not one of those; callers re-raise their own error type.
+        error: ``amp`` is not one of those (``fit()`` and ``segment()`` pass their own type).
     """
     if amp in (None, False, "off"):
         return None
@@ -111,7 +113,7 @@ def autocast_dtype(amp: str | bool | None, device: torch.device) -> torch.dtype 
         return torch.float16
     if amp == "bf16":
         return torch.bfloat16
-    raise ValueError(f"amp must be 'auto', 'fp16', 'bf16' or 'off'; got {amp!r}")
+    raise error(f"amp must be 'auto', 'fp16', 'bf16' or 'off'; got {amp!r}")
 
 
 def class_argmax(scores: torch.Tensor, dim: int) -> torch.Tensor:

@@ -3,8 +3,8 @@
 ``Augment`` crops (or pads) to a patch, with foreground oversampling, rescales (bilinear
 for the image; the mask takes, per pixel, the label whose interpolated indicator is
 largest, so no new label values appear), flips, rotates by multiples of 90 degrees and
-jitters intensity. Everything is drawn from the
-``numpy.random.Generator`` it is given, so ``ds[(i, seed)]`` is reproducible in any worker.
+jitters intensity. Everything is drawn from the ``numpy.random.Generator`` it is given,
+so ``ds[(i, seed)]`` is reproducible in any worker.
 
 It works in two steps so that ``SegmentationDataset`` can crop the raw, still-undecoded
 array first and convert and normalise only the crop: ``plan`` draws the crop region,
@@ -330,7 +330,8 @@ def _resize(
 def _resample_labels(mask: np.ndarray, bilinear: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Resample an (h, w) label mask with ``bilinear``, keeping edges where the image's are.
 
-    Each output pixel takes the label whose interpolated indicator is largest. Nearest-neighbour sampling moves every label edge by up to half a pixel at random
+    Each output pixel takes the label whose interpolated indicator is largest.
+    Nearest-neighbour sampling would move every label edge by up to half a pixel at random
     relative to the bilinearly resampled image; on thin structures (membranes, poles) that
     jitter is label noise the model cannot fit. Interpolating each label's indicator keeps
     edges where the image has them, and the argmax still yields only existing labels.
