@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from unetseg import Augment, ConfigError, SegmentationDataset
+from unetseg.augment import foreground_points
 
 NO_JITTER = {"brightness": 0.0, "contrast": 0.0, "gamma": 0.0}
 
@@ -118,6 +119,33 @@ def test_foreground_oversampling_raises_foreground_fraction() -> None:
         return float(np.mean([ds[(0, s)][1].float().mean().item() for s in range(60)]))
 
     assert fraction(1.0) > 0.2 > 0.05 > fraction(0.0)
+
+
+def test_foreground_points_keep_every_class_with_a_fair_share() -> None:
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[:, 32:] = 1  # 2048 pixels
+    mask[5, 5] = 2  # one pixel
+    mask[6, 6] = 7  # ignored
+    points = foreground_points(mask, ignore_index=7, limit=100)
+    assert points.shape[1] == 3 and len(points) <= 51
+    assert set(points[:, 2].tolist()) == {1, 2}
+    assert points[points[:, 2] == 2, :2].tolist() == [[5, 5]]
+    rows, cols = points[:, 0], points[:, 1]
+    np.testing.assert_array_equal(mask[rows, cols], points[:, 2])
+    assert foreground_points(np.zeros((4, 4), np.uint8), None).shape == (0, 3)
+
+
+def test_oversampling_draws_rare_classes_as_often_as_common_ones() -> None:
+    mask = np.zeros((128, 128), dtype=np.uint8)
+    mask[:, 64:] = 1  # half the image
+    mask[20:22, 20:22] = 2  # four pixels
+    augment = Augment(patch_size=16, scale=None, foreground_prob=1.0, **NO_JITTER)
+    ds = SegmentationDataset(
+        [np.zeros((128, 128), np.uint8)], [mask], mean=[0.0], std=[1.0], augment=augment
+    )
+    seen = np.mean([bool((ds[(0, s)][1] == 2).any()) for s in range(200)])
+    # A uniformly drawn foreground pixel would be class 2 once in about 2,000 crops.
+    assert 0.35 < seen < 0.65
 
 
 def test_small_images_are_padded_with_ignore_index() -> None:

@@ -42,26 +42,36 @@ class CropPlan(NamedTuple):
 def foreground_points(
     mask: np.ndarray, ignore_index: int | None, limit: int = MAX_FOREGROUND_POINTS
 ) -> np.ndarray:
-    """Up to ``limit`` evenly spread (row, col) positions of foreground pixels.
+    """Evenly spread (row, col, class) positions of foreground pixels, grouped by class.
 
-    Foreground means any class but 0 (and not ``ignore_index``), as in nnU-Net.
+    Foreground means any class but 0 (and not ``ignore_index``), as in nnU-Net. Each
+    class present keeps up to ``limit // classes present`` points (at least one), so a
+    class of a few pixels is as easy to centre a crop on as one that fills the image.
 
     Args:
         mask: (H, W) class indices.
         ignore_index: label to skip, or ``None``.
-        limit: the most points kept; a deterministic stride thins longer lists.
+        limit: about the most points kept; a deterministic stride thins longer lists.
 
     Returns:
-        (N, 2) int32 array of (row, col); N may be 0.
+        (N, 3) int32 array of (row, col, class), sorted by class; N may be 0.
     """
     fg = mask != 0
     if ignore_index is not None:
         fg &= mask != ignore_index
     flat = np.flatnonzero(fg)
-    if len(flat) > limit:
-        flat = flat[:: math.ceil(len(flat) / limit)]
-    rows, cols = np.divmod(flat, mask.shape[1])
-    return np.stack([rows, cols], axis=1).astype(np.int32)
+    labels = mask.ravel()[flat]
+    classes = np.unique(labels)
+    per_class = max(1, limit // max(1, len(classes)))
+    groups = []
+    for cls in classes:
+        members = flat[labels == cls]
+        if len(members) > per_class:
+            members = members[:: math.ceil(len(members) / per_class)]
+        groups.append(np.stack([*np.divmod(members, mask.shape[1]), np.full_like(members, cls)]))
+    if not groups:
+        return np.zeros((0, 3), np.int32)
+    return np.concatenate(groups, axis=1).T.astype(np.int32)
 
 
 def crop_with_padding(
@@ -116,8 +126,9 @@ class Augment:
         brightness: add U(-b, b) to the normalised image (about b standard deviations).
         contrast: scale deviations from each channel's mean by 1 + U(-c, c).
         gamma: apply ``x ** (1 + U(-g, g))`` to each channel min-max scaled to [0, 1].
-        foreground_prob: chance of centring the crop on a random foreground pixel
-            (class > 0), so rare structures are seen often enough.
+        foreground_prob: chance of centring the crop on a foreground pixel (class > 0):
+            a class drawn uniformly among the image's foreground classes, then one of its
+            pixels, so rare classes (poles, signs, lesions) are seen often enough.
         elastic: standard deviation, in pixels, of a smooth random displacement field
             (control points every ``elastic_spacing`` pixels, interpolated bilinearly), as
             the U-Net paper used to learn from few images; 0 turns it off.
@@ -201,7 +212,7 @@ class Augment:
             height: image height.
             width: image width.
             rng: the random source.
-            foreground: (N, 2) candidate centres for oversampling (``foreground_points``).
+            foreground: (N, 3) candidate centres with their classes (``foreground_points``).
 
         Returns:
             The region; the whole image when ``patch_size`` is ``None``.
@@ -220,7 +231,12 @@ class Augment:
         lo_x, hi_x = sorted((0, width - region_w))
         use_fg = self.foreground_prob > 0 and rng.random() < self.foreground_prob
         if use_fg and foreground is not None and len(foreground):
-            row, col = foreground[rng.integers(len(foreground))]
+            # nnU-Net's rule: a class drawn uniformly among those present, then one of its
+            # pixels, so rare classes are centred as often as common ones.
+            classes, starts = np.unique(foreground[:, 2], return_index=True)
+            pick = int(rng.integers(len(classes)))
+            end = starts[pick + 1] if pick + 1 < len(starts) else len(foreground)
+            row, col = foreground[int(rng.integers(starts[pick], end)), :2]
             top = int(np.clip(int(row) - region_h // 2, lo_y, hi_y))
             left = int(np.clip(int(col) - region_w // 2, lo_x, hi_x))
         else:
