@@ -56,6 +56,7 @@ def test_absurd_width_fails_before_allocating() -> None:
         ("ignore_index", 1, "is a real class"),
         ("mask_encoding", "jpeg", "mask_encoding"),
         ("metrics", {"miou": "high"}, "metrics"),
+        ("ignore_colors", [[0, 0, 0]], "needs an ignore_index"),
         ("tta_flips", ["diagonal"], "tta_flips"),
         ("tta_flips", "horizontal", "tta_flips must be a list"),
     ],
@@ -67,6 +68,17 @@ def test_metadata_validation(field: str, value: object, fragment: str) -> None:
         kwargs["in_channels"] = 3
     with pytest.raises(ConfigError, match=fragment):
         UNetConfig(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"), [([[0, 0]], r"\[R, G, B\]"), ([[0, -1, 0]], "colour")]
+)
+def test_ignore_colors_are_checked_like_class_colors(value: object, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        UNetConfig(ignore_index=255, ignore_colors=value)  # type: ignore[arg-type]
+    config = UNetConfig(ignore_index=255, ignore_colors=[[0, 0, 0], [9, 9, 9]])  # type: ignore[list-item]
+    assert config.ignore_colors == ((0, 0, 0), (9, 9, 9))
+    assert UNetConfig.from_dict(config.to_dict()) == config
 
 
 def test_mean_without_std_is_refused() -> None:

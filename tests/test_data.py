@@ -1,3 +1,4 @@
+import json
 import pickle
 from pathlib import Path
 
@@ -231,3 +232,25 @@ def test_like_with_colour_masks_uses_the_model_colours(tmp_path: Path) -> None:
     only_red = np.array([[red, red], [red, red]], np.uint8)
     test = SegmentationDataset([np.zeros((2, 2, 3), np.uint8)], [only_red], like=config)
     assert test[0][1].unique().tolist() == [config.class_colors.index(red)]  # type: ignore[union-attr]
+
+
+def test_like_a_saved_model_reads_void_colours_as_ignore_index(tmp_path: Path) -> None:
+    # CamVid-style colour masks: black is void, mapped to ignore_index by the user. A test
+    # set drawn the same way must decode with like=<model loaded from disk>.
+    red, green, black = (255, 0, 0), (0, 255, 0), (0, 0, 0)
+    mask = np.array([[red, green], [black, green]], np.uint8)
+    train = SegmentationDataset(
+        [np.zeros((2, 2, 3), np.uint8)],
+        [mask],
+        color_map={red: 0, green: 1, black: 255},
+        ignore_index=255,
+    )
+    assert train.config_fields()["ignore_colors"] == (black,)
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps(UNetConfig(**train.config_fields()).to_dict()))
+    config = UNetConfig.from_dict(json.loads(saved.read_text()))
+    test = SegmentationDataset([np.zeros((2, 2, 3), np.uint8)], [mask], like=config)
+    np.testing.assert_array_equal(test[0][1].numpy(), [[0, 1], [255, 1]])
+    with pytest.raises(DatasetError, match="#0000ff"):
+        blue = np.array([[red, (0, 0, 255)], [black, green]], np.uint8)
+        SegmentationDataset([np.zeros((2, 2, 3), np.uint8)], [blue], like=config)

@@ -20,6 +20,7 @@ CONFIG = UNetConfig(
     image_mean=(0.485, 0.456, 0.406),
     image_std=(0.229, 0.224, 0.225),
     ignore_index=255,
+    ignore_colors=((0, 0, 0),),
     metrics={"mean_iou": 0.8123456, "pixel_accuracy": 0.95},
 )
 
@@ -61,7 +62,7 @@ def test_classes_table_has_names_values_and_colours() -> None:
     assert "| 0 | sky | 0 | #0000ff (0, 0, 255) |" in card
     assert "| 1 | road \\| lane | 1 | #804080 (128, 64, 128) |" in card  # "|" escaped
     assert "| 2 | car: parked | 2 | #ff0000 (255, 0, 0) |" in card
-    assert "labelled `255` were ignored" in card
+    assert "labelled `255` (mask colours #000000) were ignored" in card
 
 
 def test_metrics_preprocessing_and_usage() -> None:

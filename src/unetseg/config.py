@@ -101,6 +101,16 @@ def _as_tuple(name: str, value: object) -> tuple[Any, ...]:
     return tuple(value)
 
 
+def _check_colors(name: str, value: object) -> tuple[tuple[int, int, int], ...]:
+    colors = tuple(_as_tuple(f"each of {name}", c) for c in _as_tuple(name, value))
+    for color in colors:
+        if len(color) != 3:
+            raise ConfigError(f"each of {name} must be [R, G, B], got {color!r}")
+        for channel in color:
+            _check_int("each colour component", channel, 0, 255)
+    return colors  # type: ignore[return-value]  # three ints each, checked above
+
+
 def estimate_parameters(
     in_channels: int, num_classes: int, base_channels: int, depth: int, upsample: str
 ) -> int:
@@ -149,6 +159,9 @@ class UNetConfig:
     image_mean: tuple[float, ...] | None = None  # per-channel mean of [0, 1]-scaled images
     image_std: tuple[float, ...] | None = None  # per-channel std of [0, 1]-scaled images
     ignore_index: int | None = None  # label value that losses and metrics skip
+    # Colours of colour masks that mean ignore_index (void), so a test set drawn the same
+    # way decodes with like=model.
+    ignore_colors: tuple[tuple[int, int, int], ...] | None = None
     # Flips the training augmentation applied, so segment(tta=True) averages over only
     # those: a model trained upright has never seen an upside-down street. None: horizontal.
     tta_flips: tuple[str, ...] | None = None
@@ -202,16 +215,8 @@ class UNetConfig:
                 raise ConfigError(f"mask_values must be unique, got {values!r}")
             set_(self, "mask_values", values)
         if self.class_colors is not None:
-            colors = tuple(
-                _as_tuple("each of class_colors", c)
-                for c in _as_tuple("class_colors", self.class_colors)
-            )
+            colors = _check_colors("class_colors", self.class_colors)
             _check_length("class_colors", colors, n, "classes")
-            for color in colors:
-                if len(color) != 3:
-                    raise ConfigError(f"each of class_colors must be [R, G, B], got {color!r}")
-                for channel in color:
-                    _check_int("each colour component", channel, 0, 255)
             set_(self, "class_colors", colors)
         for name in ("image_mean", "image_std"):
             value = getattr(self, name)
@@ -230,6 +235,10 @@ class UNetConfig:
                     f"ignore_index={self.ignore_index} is a real class (0..{n - 1}); "
                     "use a value outside the classes, e.g. 255 or -100"
                 )
+        if self.ignore_colors is not None:
+            if self.ignore_index is None:
+                raise ConfigError("ignore_colors needs an ignore_index for those pixels")
+            set_(self, "ignore_colors", _check_colors("ignore_colors", self.ignore_colors))
         if self.tta_flips is not None:
             flips = _as_tuple("tta_flips", self.tta_flips)
             for flip in flips:

@@ -296,7 +296,8 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
         Returns:
             in_channels, num_classes, class_names, mask_encoding, mask_values (``None``
             for colour masks), class_colors (``None`` unless palette/colour masks),
-            image_mean, image_std and ignore_index.
+            image_mean, image_std, ignore_index and ignore_colors (colour masks' void
+            colours).
         """
         fields = self._store.codec.config_fields()
         fields.update(in_channels=self.in_channels, image_mean=self.mean, image_std=self.std)

@@ -63,6 +63,7 @@ def _fine_tune_config(saved: UNetConfig, num_classes: int | None) -> UNetConfig:
         mask_encoding=None,
         mask_values=None,
         class_colors=None,
+        ignore_colors=None,
         metrics=None,
         ignore_index=None if ignore is not None and 0 <= ignore < num_classes else ignore,
     )

@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import UNetConfig
 from .errors import DatasetError
-from .masks import Color, MaskSummary, RawMask, describe_key, pack_colors
+from .masks import Color, MaskSummary, RawMask, describe_key, pack_colors, unpack_color
 
 __all__ = ["MaskCodec"]
 
@@ -64,6 +64,8 @@ class MaskCodec:
                 raise DatasetError("the model config has mask_encoding='color' but no class_colors")
             colors = np.asarray(config.class_colors, dtype=np.uint8)
             keys = [int(v) for v in pack_colors(colors)]
+            void = np.asarray(config.ignore_colors or [], dtype=np.uint8).reshape(-1, 3)
+            keys_void = [int(v) for v in pack_colors(void)]
         elif encoding in ("binary", "grey"):
             if config.mask_values is None:
                 raise DatasetError(
@@ -73,6 +75,8 @@ class MaskCodec:
         else:  # index, palette: raw values (palette indices) are the classes
             keys = list(config.mask_values) if config.mask_values is not None else list(range(k))
         classes = list(range(k))
+        if encoding == "color" and ignore is not None:
+            keys, classes = [*keys, *keys_void], [*classes, *[ignore] * len(keys_void)]
         if ignore is not None and ignore >= 0 and encoding != "color" and ignore not in keys:
             keys, classes = [*keys, ignore], [*classes, ignore]
         order = np.argsort(keys)
@@ -195,7 +199,16 @@ class MaskCodec:
             "mask_values": self.mask_values,
             "class_colors": self.class_colors,
             "ignore_index": self.ignore_index,
+            "ignore_colors": self.ignore_colors,
         }
+
+    @property
+    def ignore_colors(self) -> tuple[Color, ...] | None:
+        """Colours of a colour encoding that map to ``ignore_index``; None if none."""
+        if self.encoding != "color" or self.ignore_index is None:
+            return None
+        pairs = zip(self.keys, self.classes, strict=True)
+        return tuple(unpack_color(k) for k, c in pairs if c == self.ignore_index) or None
 
 
 def _palette_table(palette: tuple[Color, ...] | None) -> np.ndarray:

@@ -77,7 +77,14 @@ def _classes_table(config: UNetConfig) -> list[str]:
             row.append(f"#{r:02x}{g:02x}{b:02x} ({r}, {g}, {b})")
         lines.append("| " + " | ".join(row) + " |")
     if config.ignore_index is not None:
-        lines += ["", f"Pixels labelled `{config.ignore_index}` were ignored in training."]
+        void = ""
+        if config.ignore_colors:
+            void = (
+                " (mask colours "
+                + ", ".join("#{:02x}{:02x}{:02x}".format(*c) for c in config.ignore_colors)
+                + ")"
+            )
+        lines += ["", f"Pixels labelled `{config.ignore_index}`{void} were ignored in training."]
     return [*lines, ""]
 
 
