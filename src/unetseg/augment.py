@@ -14,6 +14,7 @@ on whole tensors, with the same random draws, so the two paths give the same res
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,17 +61,20 @@ def foreground_points(
     if ignore_index is not None:
         fg &= mask != ignore_index
     flat = np.flatnonzero(fg)
-    labels = mask.ravel()[flat]
-    classes = np.unique(labels)
-    per_class = max(1, limit // max(1, len(classes)))
-    groups = []
-    for cls in classes:
-        members = flat[labels == cls]
-        if len(members) > per_class:
-            members = members[:: math.ceil(len(members) / per_class)]
-        groups.append(np.stack([*np.divmod(members, mask.shape[1]), np.full_like(members, cls)]))
-    if not groups:
+    if not len(flat):
         return np.zeros((0, 3), np.int32)
+    # One stable sort groups the pixels by class (radix sort for small integer labels),
+    # keeping each group in raster order so the stride below spreads over the image.
+    labels = mask.ravel()[flat]
+    if labels.min() != labels.max():  # binary masks have one foreground class: no sort
+        order = np.argsort(labels, kind="stable")
+        flat, labels = flat[order], labels[order]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(labels)) + 1, [len(labels)]])
+    per_class = max(1, limit // (len(starts) - 1))
+    groups = []
+    for start, end in itertools.pairwise(starts):
+        keep = slice(start, end, math.ceil((end - start) / per_class))
+        groups.append(np.stack([*np.divmod(flat[keep], mask.shape[1]), labels[keep]]))
     return np.concatenate(groups, axis=1).T.astype(np.int32)
 
 
