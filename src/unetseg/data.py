@@ -32,6 +32,7 @@ from .config import UNetConfig
 from .errors import DatasetError
 from .imaging import DEFAULT_MAX_PIXELS, prepare_image
 from .mask_codec import MaskCodec
+from .masks import color_hex
 from .pairing import Inputs, resolve_inputs
 
 __all__ = ["AugmentFn", "SegmentationDataset"]
@@ -326,9 +327,7 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             if codec.mask_values is not None:
                 origin = f"value {codec.mask_values[cls]}"
             if codec.class_colors is not None:
-                origin += (", " if origin else "") + "colour #{:02x}{:02x}{:02x}".format(
-                    *codec.class_colors[cls]
-                )
+                origin += (", " if origin else "") + f"colour {color_hex(codec.class_colors[cls])}"
             lines.append(f"    {cls}: {name:<16} {origin:<28} {100 * freq:6.2f}% of pixels")
         cached = len(store.image_cache)
         lines.append(

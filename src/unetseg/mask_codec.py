@@ -64,8 +64,6 @@ class MaskCodec:
                 raise DatasetError("the model config has mask_encoding='color' but no class_colors")
             colors = np.asarray(config.class_colors, dtype=np.uint8)
             keys = [int(v) for v in pack_colors(colors)]
-            void = np.asarray(config.ignore_colors or [], dtype=np.uint8).reshape(-1, 3)
-            keys_void = [int(v) for v in pack_colors(void)]
         elif encoding in ("binary", "grey"):
             if config.mask_values is None:
                 raise DatasetError(
@@ -75,8 +73,9 @@ class MaskCodec:
         else:  # index, palette: raw values (palette indices) are the classes
             keys = list(config.mask_values) if config.mask_values is not None else list(range(k))
         classes = list(range(k))
-        if encoding == "color" and ignore is not None:
-            keys, classes = [*keys, *keys_void], [*classes, *[ignore] * len(keys_void)]
+        if encoding == "color" and ignore is not None and config.ignore_colors:
+            void = pack_colors(np.asarray(config.ignore_colors, dtype=np.uint8))
+            keys, classes = [*keys, *map(int, void)], [*classes, *[ignore] * len(void)]
         if ignore is not None and ignore >= 0 and encoding != "color" and ignore not in keys:
             keys, classes = [*keys, ignore], [*classes, ignore]
         order = np.argsort(keys)

@@ -33,6 +33,7 @@ __all__ = [
     "Header",
     "MaskSummary",
     "RawMask",
+    "color_hex",
     "describe_key",
     "mask_from_array",
     "pack_colors",
@@ -221,9 +222,14 @@ def unpack_color(key: int) -> Color:
     return ((key >> 16) & 255, (key >> 8) & 255, key & 255)
 
 
+def color_hex(color: Color) -> str:
+    """(R, G, B) -> ``#rrggbb``."""
+    return "#{:02x}{:02x}{:02x}".format(*color)
+
+
 def describe_key(key: int, color: bool) -> str:
     """A raw mask value for messages: the number, or ``#rrggbb`` for a packed colour."""
-    return "#{:02x}{:02x}{:02x}".format(*unpack_color(key)) if color else str(key)
+    return color_hex(unpack_color(key)) if color else str(key)
 
 
 def summarize(raw: RawMask, name: str) -> MaskSummary:

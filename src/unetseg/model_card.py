@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 from .config import UNetConfig
+from .masks import color_hex
 
 __all__ = ["DEFAULT_TAGS", "render_model_card"]
 
@@ -73,17 +74,13 @@ def _classes_table(config: UNetConfig) -> list[str]:
         if config.mask_values is not None:
             row.append(str(config.mask_values[k]))
         if config.class_colors is not None:
-            r, g, b = config.class_colors[k]
-            row.append(f"#{r:02x}{g:02x}{b:02x} ({r}, {g}, {b})")
+            color = config.class_colors[k]
+            row.append(f"{color_hex(color)} {color}")
         lines.append("| " + " | ".join(row) + " |")
     if config.ignore_index is not None:
         void = ""
         if config.ignore_colors:
-            void = (
-                " (mask colours "
-                + ", ".join("#{:02x}{:02x}{:02x}".format(*c) for c in config.ignore_colors)
-                + ")"
-            )
+            void = f" (mask colours {', '.join(map(color_hex, config.ignore_colors))})"
         lines += ["", f"Pixels labelled `{config.ignore_index}`{void} were ignored in training."]
     return [*lines, ""]
 
