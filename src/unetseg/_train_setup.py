@@ -1,6 +1,7 @@
 """What ``fit()`` settles before its loop: data, precision and the learning-rate schedule.
 
-``resolve_data`` splits off validation data and adds the default augmentation;
+``apply_ignore_index`` reads ``fit(ignore_index=...)``'s value as void in data sets built
+without one; ``resolve_data`` splits off validation data and adds the default augmentation;
 ``check_compatible`` and ``check_same_mapping`` refuse data that disagrees with the model
 or with itself, before any step runs; ``amp_dtype`` picks mixed precision per device;
 ``lr_at`` is the schedule, a function of how far the run has got.
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import random_split
 
-from ._utils import autocast_dtype
+from ._utils import autocast_dtype, logger
 from .augment import Augment
 from .errors import DatasetError, TrainingError
 from .model import UNet
@@ -24,6 +25,7 @@ __all__ = [
     "MAPPING_FIELDS",
     "MIN_LR_RATIO",
     "amp_dtype",
+    "apply_ignore_index",
     "as_pair",
     "check_compatible",
     "check_same_mapping",
@@ -101,6 +103,37 @@ def collate(batch: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
             "(SegmentationDataset does by default) or pass batch_size=1"
         )
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+def apply_ignore_index(
+    train_data: Any, val_data: Any, ignore_index: int | None, num_classes: int
+) -> tuple[Any, Any]:
+    """Read ``fit(ignore_index=k)``'s mask value k as void in data sets built without one.
+
+    Otherwise k stays a class of a ``SegmentationDataset`` (index masks 0..10 with void 11
+    make 12 classes) and the model built for the real classes (``num_classes``) is
+    refused. A model built with k counted as a class keeps the data as read, the loss
+    skipping label k. Data sets of plain pairs give labels, skipped as they are.
+
+    Raises:
+        TrainingError: the training data skips another value than ``ignore_index``.
+        DatasetError: the masks cannot be read with that value as void.
+    """
+    if ignore_index is None or not hasattr(train_data, "with_ignore_index"):
+        return train_data, val_data
+    if train_data.ignore_index not in (None, ignore_index):
+        raise TrainingError(
+            f"fit() got ignore_index={ignore_index} but train_data was built with "
+            f"ignore_index={train_data.ignore_index}; pass the same value, or leave fit()'s out"
+        )
+    if train_data.ignore_index is None:
+        if train_data.num_classes == num_classes:
+            return train_data, val_data  # the model counts k as a class; the loss skips it
+        logger.info("reading mask value %d as void pixels (fit(ignore_index=...))", ignore_index)
+        train_data = train_data.with_ignore_index(ignore_index)
+    if hasattr(val_data, "with_ignore_index") and val_data.ignore_index is None:
+        val_data = val_data.with_ignore_index(ignore_index, like=train_data)
+    return train_data, val_data
 
 
 def resolve_data(

@@ -150,6 +150,40 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
         """
         return self._view(self._store, self._indices, _with_ignore(augment, self.ignore_index))
 
+    def with_ignore_index(
+        self, ignore_index: int, like: SegmentationDataset | None = None
+    ) -> SegmentationDataset:
+        """The same samples, with mask value ``ignore_index`` read as pixels to skip.
+
+        What ``SegmentationDataset(..., ignore_index=...)`` would have read; ``fit()`` uses
+        it when given an ``ignore_index`` for data built without one, so index masks
+        0..10 with void 11 make 11 classes, not 12. Decoded images are shared.
+
+        Args:
+            ignore_index: the mask value marking void pixels.
+            like: a data set already read this way whose mapping to reuse (a validation
+                set, which may lack a class, follows its training set).
+
+        Returns:
+            The new view (this one if it already skips ``ignore_index``).
+
+        Raises:
+            DatasetError: this data set skips another value, or the masks cannot be read
+                that way (the value is one of the classes).
+        """
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+            raise DatasetError(f"ignore_index must be an int, got {ignore_index!r}")
+        if self.ignore_index == ignore_index:
+            return self
+        if self.ignore_index is not None:
+            raise DatasetError(
+                f"this data set already skips mask value {self.ignore_index}; build it with "
+                f"ignore_index={ignore_index} instead, or pass the same value"
+            )
+        codec = like._store.codec if like is not None else None
+        store = self._store.remasked(ignore_index, codec)
+        return self._view(store, self._indices, _with_ignore(self._augment, ignore_index))
+
     def split(
         self, val_fraction: float = 0.2, seed: int = 0
     ) -> tuple[SegmentationDataset, SegmentationDataset]:

@@ -112,7 +112,10 @@ def fit(
         weight_decay: AdamW's decoupled weight decay.
         loss: ``"dice_ce"`` (default), ``"ce"``, ``"dice"`` or a callable ``(logits, target)``.
         class_weights: one weight per class for the named losses.
-        ignore_index: label skipped by loss and metrics; default the dataset's.
+        ignore_index: label skipped by loss and metrics; default the dataset's. A
+            ``SegmentationDataset`` built without one reads this mask value as void when
+            the model's classes leave it out (index masks 0..10 with void 11 then train
+            ``UNet(..., num_classes=11)``).
         patch_size: side of the training patches of the default augmentation.
         warmup: fraction of the run spent warming the learning rate up.
         grad_clip: max gradient norm, or None.
@@ -122,8 +125,8 @@ def fit(
             ``interrupted.safetensors`` (on Ctrl-C).
         resume: continue from the newest checkpoint in ``checkpoint_dir``.
         device: ``"cuda"``, ``"mps"``, ``"cpu"``...; default the best available.
-        amp: ``"auto"`` (fp16 + GradScaler on CUDA, float32 elsewhere), ``"fp16"``,
-            ``"bf16"`` or ``"off"``.
+        amp: ``"auto"`` (fp16 + GradScaler on CUDA, bf16 autocast on CPUs that run it
+            natively, float32 elsewhere), ``"fp16"``, ``"bf16"`` or ``"off"``.
         on_nonfinite: ``"raise"`` a ``TrainingError`` naming the step, or ``"skip"`` the batch.
         num_workers: DataLoader worker processes (0 loads in this process).
         callbacks: objects with ``on_batch_end(step, loss)`` and/or
@@ -211,6 +214,7 @@ def _fit(
     config = model.config
     num_classes = int(config.num_classes)
 
+    train_data, val_data = setup.apply_ignore_index(train_data, val_data, ignore_index, num_classes)
     train_data, val_data = setup.resolve_data(
         train_data, val_data, seed, patch_size, _default_augment
     )
