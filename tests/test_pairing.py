@@ -49,3 +49,19 @@ def test_unmatched_and_duplicate_stems_are_listed(tmp_path: Path) -> None:
     write(images / "00.png", np.zeros((12, 16), np.uint8))
     with pytest.raises(DatasetError, match=r"00\.jpg \+ 00\.png"):
         SegmentationDataset(images, masks)
+
+
+def test_identical_stems_pair_even_when_they_end_like_a_suffix(tmp_path: Path) -> None:
+    # "scan_raw" and "cell_seg" end like an image / mask suffix; stripping them would leave
+    # both files unmatched. CamVid's colour labels carry "_L".
+    blank = np.zeros((4, 4), np.uint8)
+    for name in ("scan_raw", "cell_seg", "0001TP_006690"):
+        write(tmp_path / "images" / f"{name}.png", blank)
+    for name in ("scan_raw", "cell_seg", "0001TP_006690_L"):
+        write(tmp_path / "masks" / f"{name}.png", blank)
+    pairs = pair_files(tmp_path / "images", tmp_path / "masks")
+    assert [(i.stem, m.stem) for i, m in pairs] == [
+        ("0001TP_006690", "0001TP_006690_L"),
+        ("cell_seg", "cell_seg"),
+        ("scan_raw", "scan_raw"),
+    ]

@@ -1,7 +1,8 @@
 """Which image goes with which mask: folders, file lists or arrays -> (image, mask) sources.
 
 Folders pair by file stem: ``x.jpg`` with ``x.png`` or ``x_mask.png`` (mask stems may carry
-``_mask``, ``_label``, ``_gt``, ``-seg``, ... and image stems ``_image``/``_img``). Hidden
+``_mask``, ``_label``, ``_gt``, ``-seg``, CamVid's ``_L``, ... and image stems
+``_image``/``_img``); identical stems always pair as they are (``scan_raw`` with ``scan_raw``). Hidden
 files (``.DS_Store``, ``._x.png``) and non-image files are ignored. Lists and stacked arrays
 pair by position. Nothing is decoded here; ``SegmentationDataset`` reads what this returns.
 """
@@ -29,7 +30,7 @@ Inputs: TypeAlias = str | os.PathLike[str] | np.ndarray | Sequence[Any]
 _EXTENSIONS = (*IMAGE_EXTENSIONS, ".npy")
 _MASK_SUFFIXES = (
     "mask", "masks", "label", "labels", "lbl", "gt", "groundtruth", "ground_truth", "seg",
-    "segmentation", "annotation", "annotations", "anno", "target", "trimap",
+    "segmentation", "annotation", "annotations", "anno", "target", "trimap", "l",
 )  # fmt: skip
 _IMAGE_SUFFIXES = ("image", "img", "im", "input", "raw")
 _SEPARATORS = ("_", "-", ".", " ")
@@ -88,9 +89,10 @@ def pair_files(
 ) -> list[tuple[Path, Path]]:
     """Pair images with masks by file stem.
 
-    Mask stems may carry a suffix (``_mask``, ``_label``, ``_gt``, ``-seg``, ...), image
-    stems ``_image``/``_img``; extensions may differ (``x.jpg`` with ``x.png``). Hidden
-    files and non-image files are ignored.
+    Identical stems pair first; the other files pair with mask stems stripped of a suffix
+    (``_mask``, ``_label``, ``_gt``, ``-seg``, ``_L``, ...) and image stems of
+    ``_image``/``_img``; extensions may differ (``x.jpg`` with ``x.png``). Hidden files and
+    non-image files are ignored.
 
     Returns:
         (image, mask) paths, sorted by image name.
@@ -99,8 +101,15 @@ def pair_files(
         DatasetError: an empty folder, several files with one stem, or unmatched stems
             (all listed).
     """
-    images = _keyed(_list_folder(Path(image_dir), "image"), _IMAGE_SUFFIXES, "image")
-    masks = _keyed(_list_folder(Path(mask_dir), "mask"), _MASK_SUFFIXES, "mask")
+    exact_images = _keyed(_list_folder(Path(image_dir), "image"), (), "image")
+    exact_masks = _keyed(_list_folder(Path(mask_dir), "mask"), (), "mask")
+    # Identical stems pair as they are, even one ending like a suffix (``cell_seg``).
+    same = exact_images.keys() & exact_masks.keys()
+    pairs = [(exact_images[k], exact_masks[k]) for k in same]
+    rest_images = [p for k, p in exact_images.items() if k not in same]
+    rest_masks = [p for k, p in exact_masks.items() if k not in same]
+    images = _keyed(rest_images, _IMAGE_SUFFIXES, "image")
+    masks = _keyed(rest_masks, _MASK_SUFFIXES, "mask")
     lonely_images = sorted(images[k].name for k in images.keys() - masks.keys())
     lonely_masks = sorted(masks[k].name for k in masks.keys() - images.keys())
     if lonely_images or lonely_masks:
@@ -113,7 +122,8 @@ def pair_files(
             "; ".join(parts) + ". Masks pair with images by file stem (x.jpg with x.png or "
             "x_mask.png); rename them, or pass two lists of paths in matching order"
         )
-    return sorted(((images[k], masks[k]) for k in images), key=lambda pair: pair[0].name)
+    pairs += [(images[k], masks[k]) for k in images]
+    return sorted(pairs, key=lambda pair: pair[0].name)
 
 
 def _sources(items: Inputs, what: str) -> list[Source]:
