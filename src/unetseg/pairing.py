@@ -2,9 +2,9 @@
 
 Folders pair by file stem: ``x.jpg`` with ``x.png`` or ``x_mask.png`` (mask stems may carry
 ``_mask``, ``_label``, ``_gt``, ``-seg``, CamVid's ``_L``, ... and image stems
-``_image``/``_img``); identical stems always pair as they are (``scan_raw`` with ``scan_raw``). Hidden
-files (``.DS_Store``, ``._x.png``) and non-image files are ignored. Lists and stacked arrays
-pair by position. Nothing is decoded here; ``SegmentationDataset`` reads what this returns.
+``_image``/``_img``); identical stems always pair as they are (``scan_raw`` with
+``scan_raw``). Hidden files (``.DS_Store``, ``._x.png``) and non-image files are ignored.
+Lists and stacked arrays pair by position. Nothing is decoded here; ``SegmentationDataset`` reads what this returns.
 """
 
 from __future__ import annotations
