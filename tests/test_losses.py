@@ -65,3 +65,32 @@ def test_make_loss_names_callables_and_errors() -> None:
         make_loss("focal")
     with pytest.raises(ConfigError, match="class_weights"):
         make_loss("ce", class_weights=[-1.0, 1.0])
+
+
+def _one_hot_dice(logits: torch.Tensor, target: torch.Tensor, ignore: int, smooth: float = 1.0):
+    """The textbook batch soft Dice with a one-hot target, to pin the gather version to."""
+    k = logits.shape[1]
+    probs = logits.float().softmax(1)
+    valid = (target != ignore).unsqueeze(1).float()
+    one_hot = F.one_hot(torch.where(target == ignore, 0, target), k).permute(0, 3, 1, 2).float()
+    probs, one_hot = probs * valid, one_hot * valid
+    inter = (probs * one_hot).sum((0, 2, 3))
+    dice = (2 * inter + smooth) / (probs.sum((0, 2, 3)) + one_hot.sum((0, 2, 3)) + smooth)
+    return dice
+
+
+@pytest.mark.parametrize("with_void", [False, True])
+def test_dice_matches_the_one_hot_formula_in_value_and_gradient(with_void: bool) -> None:
+    torch.manual_seed(1)
+    logits = torch.randn(3, 11, 20, 24, requires_grad=True)
+    target = torch.randint(0, 11, (3, 20, 24))
+    target[target == 4] = 3  # a class absent from the batch: its Dice is 1 via smoothing
+    if with_void:
+        target[:, :5] = 255
+    weights = torch.rand(11) + 0.1
+    expected = 1 - (_one_hot_dice(logits, target, 255) * weights).sum() / weights.sum()
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    got = DiceLoss(class_weights=weights, ignore_index=255)(logits, target)
+    (got_grad,) = torch.autograd.grad(got, logits)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(got_grad, expected_grad, atol=1e-7)

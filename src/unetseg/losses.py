@@ -53,11 +53,18 @@ class CrossEntropyLoss(nn.Module):
         self.weight: torch.Tensor | None
         self.register_buffer("weight", _weights_tensor(class_weights), persistent=False)
 
+    @property
+    def ignore(self) -> int:
+        """``ignore_index`` as torch's losses take it (-100: nothing to skip)."""
+        return -100 if self.ignore_index is None else self.ignore_index
+
+    def weight_on(self, device: torch.device) -> torch.Tensor | None:
+        return None if self.weight is None else self.weight.to(device)
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ignore = -100 if self.ignore_index is None else self.ignore_index
-        weight = None if self.weight is None else self.weight.to(logits.device)
+        weight = self.weight_on(logits.device)
         # float32 loss whatever the autocast dtype: bf16/fp16 log-softmax loses small losses.
-        return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=ignore)
+        return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=self.ignore)
 
 
 class DiceLoss(nn.Module):
@@ -87,19 +94,26 @@ class DiceLoss(nn.Module):
         self.register_buffer("weight", _weights_tensor(class_weights), persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        num_classes = logits.shape[1]
-        probs = logits.float().softmax(dim=1)  # (N, K, H, W)
+        return self.from_probs(logits.float().softmax(dim=1), target)
+
+    def from_probs(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss from softmax probabilities ``(N, K, H, W)`` (float32)."""
+        num_classes = probs.shape[1]
         valid = (target >= 0) & (target < num_classes)
         if self.ignore_index is not None:
             valid &= target != self.ignore_index
         safe_target = torch.where(valid, target, torch.zeros_like(target))
-        one_hot = F.one_hot(safe_target, num_classes).permute(0, 3, 1, 2).to(probs.dtype)
-        mask = valid.unsqueeze(1).to(probs.dtype)  # (N, 1, H, W)
-        probs = probs * mask
-        one_hot = one_hot * mask
-        dims = (0, 2, 3)
-        intersection = (probs * one_hot).sum(dims)  # (K,)
-        total = probs.sum(dims) + one_hot.sum(dims)
+        # Per-class sums without a one-hot (N, K, H, W) tensor (2x faster for 11 classes):
+        # each pixel's probability of its own class, added into that class's slot.
+        own = probs.gather(1, safe_target.unsqueeze(1))
+        if not bool(valid.all()):  # skip void pixels; a full-size product only when needed
+            mask = valid.unsqueeze(1).to(probs.dtype)  # (N, 1, H, W)
+            own, probs = own * mask, probs * mask
+        intersection = probs.new_zeros(num_classes).scatter_add(
+            0, safe_target.flatten(), own.flatten()
+        )
+        target_sum = torch.bincount(safe_target[valid], minlength=num_classes).to(probs.dtype)
+        total = probs.sum((0, 2, 3)) + target_sum
         dice = (2 * intersection + self.smooth) / (total + self.smooth)
         if self.weight is None:
             return 1 - dice.mean()
@@ -130,8 +144,11 @@ class DiceCELoss(nn.Module):
         self.dice_weight = dice_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ce: torch.Tensor = self.ce(logits, target)
-        dice: torch.Tensor = self.dice(logits, target)
+        # One log-softmax serves both terms (cross_entropy is nll_loss of log_softmax).
+        log_probs = logits.float().log_softmax(dim=1)
+        weight = self.ce.weight_on(logits.device)
+        ce = F.nll_loss(log_probs, target, weight=weight, ignore_index=self.ce.ignore)
+        dice = self.dice.from_probs(log_probs.exp(), target)
         return ce + self.dice_weight * dice
 
 
