@@ -431,3 +431,13 @@ def test_fit_ignore_index_reads_that_value_as_void_in_data_built_without_one(
     )
     with pytest.raises(TrainingError, match=r"ignore_index=3.*built with ignore_index=255"):
         fit(tiny(1, 3), built_with_other, epochs=1, ignore_index=3, **FAST)
+
+
+def test_fit_ignore_index_for_colour_masks_asks_for_a_color_map() -> None:
+    # A colour is void only through color_map; fit(ignore_index=2) names the colour (sorted
+    # RGB order: black, green, red) and the fix.
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]], np.uint8)
+    mask = colours[blocks([0, 1, 2], (32, 32))]
+    data = SegmentationDataset([np.zeros((32, 32, 3), np.uint8)] * 2, [mask, mask])
+    with pytest.raises(TrainingError, match=r"class 2 is #ff0000.*color_map="):
+        fit(tiny(3, 2), data, epochs=1, ignore_index=2, **FAST)

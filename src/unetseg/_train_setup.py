@@ -19,6 +19,7 @@ from torch.utils.data import random_split
 from ._utils import autocast_dtype, logger
 from .augment import Augment
 from .errors import DatasetError, TrainingError
+from .masks import color_hex
 from .model import UNet
 
 __all__ = [
@@ -129,6 +130,20 @@ def apply_ignore_index(
     if train_data.ignore_index is None:
         if train_data.num_classes == num_classes:
             return train_data, val_data  # the model counts k as a class; the loss skips it
+        fields = train_data.config_fields()
+        if fields.get("mask_encoding") == "color":
+            # A colour is void only through a color_map; fit() cannot say which one.
+            colors = fields.get("class_colors") or ()
+            named = (
+                f" (class {ignore_index} is {color_hex(colors[ignore_index])})"
+                if 0 <= ignore_index < len(colors)
+                else ""
+            )
+            raise TrainingError(
+                f"fit() got ignore_index={ignore_index} for colour masks read without one"
+                f"{named}; build the data set with color_map={{void colour: 255, ...}} and "
+                "ignore_index=255, and leave fit()'s out"
+            )
         logger.info("reading mask value %d as void pixels (fit(ignore_index=...))", ignore_index)
         train_data = train_data.with_ignore_index(ignore_index)
     if hasattr(val_data, "with_ignore_index") and val_data.ignore_index is None:
