@@ -135,3 +135,13 @@ def test_npy_images_load_without_pickle(tmp_path: Path) -> None:
     np.save(tmp_path / "evil.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ImageError, match="pickle"):
         read_image(tmp_path / "evil.npy")
+
+
+def test_big_endian_16_bit_tiff_is_scaled_like_little_endian(tmp_path: Path) -> None:
+    # A dark 16-bit image (max <= 255) must not be mistaken for 8-bit because of byte order.
+    array = np.array([[0, 100], [255, 200]], dtype=np.uint16)
+    path = tmp_path / "big-endian.tif"
+    Image.frombytes("I;16B", (2, 2), array.astype(">u2").tobytes()).save(path)
+    read = read_image(path)
+    assert read.dtype.byteorder == ">"  # as PIL decodes it
+    np.testing.assert_allclose(to_unit_range(read), array / 65535.0, rtol=1e-6)

@@ -195,6 +195,10 @@ def to_unit_range(array: np.ndarray) -> np.ndarray:
     """
     if array.size == 0:
         raise ImageError(f"empty image array of shape {array.shape}")
+    if not array.dtype.isnative:
+        # Big-endian TIFFs (I;16B) decode as ">u2", which is not np.uint16: without this
+        # they would be scaled by their content (255 when dark) instead of by 65535.
+        array = array.astype(array.dtype.newbyteorder("="))
     if array.dtype == np.bool_:
         return array.astype(np.float32)
     if np.issubdtype(array.dtype, np.floating):
