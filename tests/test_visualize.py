@@ -115,3 +115,19 @@ def test_overlay_refuses_mismatched_sizes_and_bad_alpha() -> None:
         overlay(np.zeros((4, 4), np.uint8), INDICES, config)
     with pytest.raises(InputError, match="alpha"):
         overlay(np.zeros((2, 3), np.uint8), INDICES, config, alpha=2.0)
+
+
+def test_overlay_reads_a_pil_image_as_segment_does() -> None:
+    config = UNetConfig(num_classes=3, class_colors=COLORS)
+    background = np.zeros((2, 3), np.uint8)
+    # EXIF orientation 6 (phone photos): segment() returns the upright 3x2 mask.
+    image = Image.fromarray(np.zeros((3, 2, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.info["exif"] = exif.tobytes()
+    assert np.asarray(overlay(image, INDICES, config)).shape == (2, 3, 3)
+    # 16-bit and float images keep their scale rather than being clipped to white or black.
+    deep = np.array([[0, 30000, 60000], [60000, 30000, 0]], np.uint16)
+    for picture in (Image.fromarray(deep), Image.fromarray(deep.astype(np.float32) / 65535)):
+        shown = np.asarray(overlay(picture, background, config))[..., 0]
+        np.testing.assert_array_equal(shown, np.round(deep / 65535 * 255))

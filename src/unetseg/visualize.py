@@ -22,12 +22,12 @@ from typing import IO, Any, cast
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ._utils import atomic_write
 from .config import UNetConfig
 from .errors import ImageError, InputError
-from .imaging import convert_channels, read_image, to_unit_range
+from .imaging import _to_array_mode, convert_channels, read_image, to_unit_range
 from .infer import ImageInput
 
 __all__ = [
@@ -211,7 +211,9 @@ def _display_rgb(image: ImageInput) -> np.ndarray:
         if isinstance(image, (str, os.PathLike)):
             array: Any = read_image(image)
         elif isinstance(image, Image.Image):
-            array = np.asarray(image.convert("RGBA" if "A" in image.getbands() else "RGB"))
+            # As segment() reads it: upright per EXIF (else the mask does not line up), and
+            # 16-bit/float modes kept (convert("RGB") would clip them to white or black).
+            array = np.asarray(_to_array_mode(ImageOps.exif_transpose(image)))
         elif isinstance(image, torch.Tensor):
             tensor = image[None] if image.dim() == 2 else image
             array = tensor.detach().cpu().permute(1, 2, 0).numpy()
