@@ -269,6 +269,24 @@ def test_an_unreadable_input_names_itself_and_its_position(
     assert err.startswith("error: input 7") and "bad.png" in err
 
 
+@pytest.mark.parametrize("command", ["train", "segment", "evaluate"])
+def test_an_unusable_device_is_exit_1_naming_it(
+    command: str,
+    trained: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model, images, masks = trained
+    argv = {
+        "train": ["train", str(images), str(masks), "--out", str(tmp_path), *TINY],
+        "segment": ["segment", str(model), str(images), "--out", str(tmp_path), "--no-progress"],
+        "evaluate": ["evaluate", str(model), str(images), str(masks)],
+    }[command]
+    assert main([*argv, "--device", "cuda:99"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: device 'cuda:99'") and "Traceback" not in err
+
+
 def test_ctrl_c_is_exit_130(
     trained: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

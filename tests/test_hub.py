@@ -434,6 +434,12 @@ def test_empty_or_missing_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         UNet.from_pretrained("./absent")
 
 
+@pytest.mark.parametrize("device", ["nope", "cuda:99"])
+def test_unusable_map_location_is_a_weights_error(saved: Path, device: str) -> None:
+    with pytest.raises(WeightsError, match=f"device '{device}'"):
+        UNet.from_pretrained(saved, map_location=device)
+
+
 def test_passing_the_weights_file_says_pass_the_folder(saved: Path) -> None:
     with pytest.raises(WeightsError, match=r"pass the folder"):
         UNet.from_pretrained(saved / "model.safetensors")

@@ -192,6 +192,14 @@ def test_bad_arguments_raise(kwargs: dict[str, Any]) -> None:
         segment(tiny(), np.zeros((8, 8), np.uint8), **kwargs)
 
 
+@pytest.mark.parametrize("device", ["nope", "meta", "cuda:99"])
+def test_unusable_device_is_an_input_error_and_leaves_the_model(device: str) -> None:
+    model = tiny()
+    with pytest.raises(InputError, match=f"device '{device}'"):
+        segment(model, np.zeros((8, 8), np.uint8), device=device)
+    assert all(p.device.type == "cpu" for p in model.parameters())  # "meta" dropped them
+
+
 def test_model_must_be_a_unet() -> None:
     with pytest.raises(InputError, match="must be a UNet"):
         segment(torch.nn.Conv2d(1, 2, 1), np.zeros((8, 8), np.uint8))

@@ -15,6 +15,7 @@ import torch
 __all__ = [
     "atomic_write",
     "autocast_dtype",
+    "check_device",
     "class_argmax",
     "cpu_has_fast_bf16",
     "logger",
@@ -65,15 +66,45 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def pick_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
+def check_device(device: str | torch.device, error: type[Exception] = ValueError) -> torch.device:
+    """``device`` as a ``torch.device``, refused now if this machine cannot run on it.
+
+    Torch would fail later with a bare ``RuntimeError``/``AssertionError`` from deep inside
+    ``Module.to``; ``"meta"`` would even leave the model without its weights.
+
+    Raises:
+        error: an unknown device name, or CUDA/MPS/meta that cannot be used here.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise error(
+            f"device {device!r} is not a device torch knows; use 'cpu', 'cuda', 'cuda:1' or 'mps'"
+        ) from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        found = torch.cuda.device_count()
+        raise error(f"device {device!r}: this machine has {found} CUDA device(s); use 'cpu'")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise error(f"device {device!r}: CUDA is not available to this torch build; use 'cpu'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise error(f"device {device!r}: MPS is not available on this machine; use 'cpu'")
+    if dev.type == "meta":
+        raise error("device 'meta' holds shapes but no values; use 'cpu' or 'cuda'")
+    return dev
+
+
+def pick_device(
+    device: str | torch.device | None, local_rank: int = 0, error: type[Exception] = ValueError
+) -> torch.device:
     """``device`` as a ``torch.device``, or the best available: CUDA, then MPS, then CPU.
 
     Args:
         device: ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``..., or None to choose.
         local_rank: the CUDA device index to choose (this process's rank under torchrun).
+        error: raised for a device this machine cannot use (see ``check_device``).
     """
     if device is not None:
-        return torch.device(device)
+        return check_device(device, error)
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank)
     if torch.backends.mps.is_available():

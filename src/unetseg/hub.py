@@ -27,7 +27,7 @@ from huggingface_hub import HfApi
 from torch import nn
 
 from ._locate import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_checkpoint
-from ._utils import _current_umask, _fsync_dir, logger
+from ._utils import _current_umask, _fsync_dir, check_device, logger
 from .config import UNetConfig
 from .errors import ConfigError, WeightsError
 from .model_card import render_model_card
@@ -218,9 +218,11 @@ class HubMixin(_Base):
             The model, in eval mode.
 
         Raises:
-            WeightsError: files missing, unsafe (pickle), corrupt, or not fitting the config.
+            WeightsError: files missing, unsafe (pickle), corrupt, or not fitting the config;
+                a ``map_location`` this machine cannot use.
             ConfigError: ``config.json`` is invalid, or ``num_classes`` is.
         """
+        device = check_device(map_location, WeightsError)  # before reading anything
         config_path, weights_path = resolve_checkpoint(
             pretrained,
             revision=revision,
@@ -256,7 +258,7 @@ class HubMixin(_Base):
                 config.num_classes,
                 saved.num_classes,
             )
-        model.to(map_location)
+        model.to(device)
         model.eval()
         return model
 

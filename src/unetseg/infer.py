@@ -37,7 +37,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._utils import autocast_dtype, class_argmax, logger
+from ._utils import autocast_dtype, check_device, class_argmax, logger
 from .config import UNetConfig
 from .errors import ImageError, InputError
 from .imaging import prepare_image
@@ -246,7 +246,8 @@ def segment(
 
     Raises:
         InputError: an image cannot be read or converted (the message names it, and its
-            position in a list), a bad argument, or a model that is not a UNet.
+            position in a list), a bad argument (a device this machine lacks, say), or a
+            model that is not a UNet.
     """
     _check_arguments(tile_size, overlap, batch_size, max_memory)
     net, config = _resolve_model(model)
@@ -261,7 +262,7 @@ def segment(
 
     first_param = next(net.parameters(), None)
     home = first_param.device if first_param is not None else torch.device("cpu")
-    target = torch.device(device) if device is not None else home
+    target = check_device(device, InputError) if device is not None else home
     dtype = first_param.dtype if first_param is not None else torch.float32
     was_training = net.training
     layout = _memory_format(net)

@@ -13,7 +13,7 @@ from .._utils import pick_device
 from ..data import SegmentationDataset
 from ..infer import segment
 from ..metrics import confusion_matrix, scores_from_confusion
-from ._common import EXIT_OK, MODEL_HELP, add_inference_flags, load_model
+from ._common import EXIT_OK, MODEL_HELP, CommandError, add_inference_flags, load_model
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score the model on every pair, print a table (or JSON)."""
-    model = load_model(args.model, pick_device(args.device))
+    model = load_model(args.model, pick_device(args.device, error=CommandError))
     # like=model: masks decode with the model's mapping (a test set decoded on its own
     # could lack a class and number the rest differently), palette PNGs written by
     # 'segment' included; images are checked, paired and sized against their masks.

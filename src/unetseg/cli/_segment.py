@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     files = _expand_inputs(args.inputs)
     _check_unique_names(files, args.overlay)
     out = out_folder(args.out)
-    model = load_model(args.model, pick_device(args.device))
+    model = load_model(args.model, pick_device(args.device, error=CommandError))
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(files), unit="image", disable=args.no_progress) as bar:
         for start in range(0, len(files), args.batch_size):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._utils import check_device
 from ..config import UNetConfig
 from ..data import SegmentationDataset
 from ..model import UNet
@@ -142,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     # Fail now rather than after hours of training.
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise CommandError('--plot needs matplotlib: pip install "unetseg[plot]"')
+    if args.device:
+        check_device(args.device, CommandError)
     color_map = read_color_map(args.color_map) if args.color_map else None
     dataset = SegmentationDataset(
         args.images,
