@@ -145,3 +145,14 @@ def test_big_endian_16_bit_tiff_is_scaled_like_little_endian(tmp_path: Path) -> 
     read = read_image(path)
     assert read.dtype.byteorder == ">"  # as PIL decodes it
     np.testing.assert_allclose(to_unit_range(read), array / 65535.0, rtol=1e-6)
+
+
+def test_prepare_image_takes_bfloat16_tensors_and_read_only_arrays() -> None:
+    grey = np.random.default_rng(2).random((5, 6)).astype(np.float32)
+    bf16 = torch.from_numpy(grey)[None].to(torch.bfloat16)
+    torch.testing.assert_close(prepare_image(bf16, 1), bf16.float())
+    # A PIL "F" image is a read-only float32 array: wrapping it as is makes torch warn.
+    pil = Image.fromarray(grey, mode="F")
+    tensor = prepare_image(pil, 1)
+    assert tensor.numpy().flags.writeable
+    np.testing.assert_array_equal(tensor[0].numpy(), grey)

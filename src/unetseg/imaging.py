@@ -312,7 +312,10 @@ def prepare_image(
             raise ImageError(
                 f"{label}: expected a (C, H, W) tensor, got shape {tuple(image.shape)}"
             )
-        array = image.detach().cpu().permute(1, 2, 0).numpy()
+        tensor = image.detach().cpu()
+        if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16
+            tensor = tensor.float()
+        array = tensor.permute(1, 2, 0).numpy()
     elif isinstance(image, np.ndarray):
         label = name or "array"
         array = image
@@ -331,4 +334,7 @@ def prepare_image(
         raise ImageError(f"{label}: {err}") from None
     unit = convert_channels(unit, in_channels, name=label)
     unit = normalize(unit, mean, std)
-    return torch.from_numpy(np.ascontiguousarray(unit.transpose(2, 0, 1), dtype=np.float32))
+    chw = np.ascontiguousarray(unit.transpose(2, 0, 1), dtype=np.float32)
+    if not chw.flags.writeable:  # still the caller's read-only array (a PIL "F" image, say)
+        chw = chw.copy()  # torch warns about, and cannot safely wrap, read-only memory
+    return torch.from_numpy(chw)

@@ -215,8 +215,10 @@ def _display_rgb(image: ImageInput) -> np.ndarray:
             # 16-bit/float modes kept (convert("RGB") would clip them to white or black).
             array = np.asarray(_to_array_mode(ImageOps.exif_transpose(image)))
         elif isinstance(image, torch.Tensor):
-            tensor = image[None] if image.dim() == 2 else image
-            array = tensor.detach().cpu().permute(1, 2, 0).numpy()
+            tensor = (image[None] if image.dim() == 2 else image).detach().cpu()
+            if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16
+                tensor = tensor.float()
+            array = tensor.permute(1, 2, 0).numpy()
         else:
             array = np.asarray(image)
         unit = to_unit_range(array)
