@@ -286,6 +286,7 @@ def test_invalid_config_is_refused_before_building(
         (b'{"num_classes": 2, "num_classes": 3}', "duplicate"),
         (b'{"dropout": NaN}', "NaN is not valid JSON"),
         (b" " * (2**20 + 1), "too large"),
+        (b"[" * 200_000 + b"]" * 200_000, "not valid JSON"),  # RecursionError in json
     ],
 )
 def test_unparsable_config_is_refused(

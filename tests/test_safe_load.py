@@ -68,6 +68,7 @@ def test_valid_file_round_trips(tmp_path: Path) -> None:
         (struct.pack("<Q", 4) + b"\xff\xfe{}", "not valid JSON"),
         (struct.pack("<Q", 3) + b"{x}", "not valid JSON"),
         (struct.pack("<Q", 2) + b"[]", "JSON object"),
+        (struct.pack("<Q", 400_000) + b"[" * 200_000 + b"]" * 200_000, "not valid JSON"),
     ],
 )
 def test_broken_files_are_refused(

@@ -89,7 +89,7 @@ def read_config(path: str | os.PathLike[str]) -> UNetConfig:
         )
     except ConfigError:
         raise
-    except (UnicodeDecodeError, ValueError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # deep [[[...]]]
         raise ConfigError(f"{path}: not valid JSON ({err}); {fix}") from None
     return UNetConfig.from_dict(data, source=str(path))
 

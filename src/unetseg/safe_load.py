@@ -120,7 +120,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, TensorInfo]:
     data_len = size - 8 - header_len
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # deep [[[...]]]
         raise WeightsError(f"{path}: header is not valid JSON ({err}); {_FIX}") from None
     if not isinstance(header, dict):
         raise WeightsError(f"{path}: header must be a JSON object; {_FIX}")
