@@ -56,6 +56,7 @@ def test_absurd_width_fails_before_allocating() -> None:
         ("ignore_index", 1, "is a real class"),
         ("mask_encoding", "jpeg", "mask_encoding"),
         ("metrics", {"miou": "high"}, "metrics"),
+        ("metrics", {"miou": float("nan")}, "finite"),  # config.json would not be JSON
         ("ignore_colors", [[0, 0, 0]], "needs an ignore_index"),
         ("tta_flips", ["diagonal"], "tta_flips"),
         ("tta_flips", "horizontal", "tta_flips must be a list"),

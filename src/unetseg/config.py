@@ -252,8 +252,14 @@ class UNetConfig:
             for key, value in self.metrics.items():
                 if not isinstance(key, str):
                     raise ConfigError(f"metrics keys must be strings, got {key!r}")
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ConfigError(f"metrics[{key!r}] must be a number, got {value!r}")
+                # NaN/inf would be written to config.json as NaN/Infinity, which is not JSON:
+                # the saved checkpoint could never be loaded again.
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or not math.isfinite(value)
+                ):
+                    raise ConfigError(f"metrics[{key!r}] must be a finite number, got {value!r}")
             set_(self, "metrics", {k: float(v) for k, v in self.metrics.items()})
 
     # --- derived ---
