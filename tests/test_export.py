@@ -57,3 +57,9 @@ def test_export_leaves_model_mode_and_a_failed_export_leaves_old_file(
         export_onnx(model, path)
     assert path.read_bytes() == b"old"
     assert model.training
+
+
+def test_export_leaves_a_half_precision_model_in_half_precision(tmp_path: Path) -> None:
+    model = UNet(1, 2, base_channels=4, depth=2).to(torch.bfloat16)
+    export_onnx(model, tmp_path / "m.onnx")
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())

@@ -45,7 +45,8 @@ def export_onnx(
     ``unetseg.imaging.prepare_image``), its output ``logits`` of shape (N, K, H, W).
 
     Args:
-        model: the network to export; exported in eval mode, on the CPU, in float32.
+        model: the network to export; exported in eval mode, on the CPU, in float32, then
+            returned to its own mode, device and dtype.
         path: the ``.onnx`` file to write (atomically: a failure leaves an old file intact).
         opset: ONNX opset version.
         example_size: (H, W) of the dummy input used to trace; any size works afterwards.
@@ -65,7 +66,8 @@ def export_onnx(
         ) from None
     path = Path(path)
     was_training = model.training
-    device = next(model.parameters()).device
+    first = next(model.parameters())
+    device, dtype = first.device, first.dtype  # .to() and .float() work in place: restore both
     cpu_model = model.to("cpu").float().eval()
     example = torch.zeros(1, model.config.in_channels, *example_size)
     dynamic = {0: "batch", 2: "height", 3: "width"}
@@ -89,7 +91,7 @@ def export_onnx(
     except Exception as err:
         raise ExportError(f"ONNX export of the model failed: {err}") from err
     finally:
-        model.to(device).train(was_training)
+        model.to(device, dtype).train(was_training)
     entry = graph.metadata_props.add()
     entry.key = "unetseg_config"
     entry.value = json.dumps(model.config.to_dict())
