@@ -102,6 +102,20 @@ def test_segment_refuses_inputs_that_would_overwrite_each_other(
     assert "img0.png" in capsys.readouterr().err
 
 
+def test_segment_refuses_to_write_masks_over_its_inputs(
+    trained: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, images, _ = trained
+    for name in ("a.png", "b.jpg"):
+        (tmp_path / name).write_bytes((images / "img0.png").read_bytes())
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    argv = ["segment", str(model), str(tmp_path), "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "would overwrite input image(s)" in err and "a.png" in err and "b.jpg" not in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_evaluate_prints_a_table_and_json_with_every_class(
     trained: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -96,6 +96,21 @@ def _check_unique_names(files: Sequence[Path], overlay: bool) -> None:
         )
 
 
+def _check_inputs_survive(files: Sequence[Path], out: Path) -> None:
+    """Refuse an --out folder where a mask would replace its own input (x.png in x.png's folder).
+
+    An overlay could only land on an input named y_overlay.png, whose own mask has that
+    name too: ``_check_unique_names`` refuses that already.
+    """
+    inputs = {path.resolve() for path in files}
+    victims = sorted(str(path) for path in files if (out / f"{path.stem}.png").resolve() in inputs)
+    if victims:
+        raise CommandError(
+            f"--out {out} would overwrite input image(s) with masks: {listing(victims)}; "
+            "write the masks to another folder"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Segment every input, write its mask (and overlay), print a summary."""
     from tqdm.auto import tqdm
@@ -103,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     files = _expand_inputs(args.inputs)
     _check_unique_names(files, args.overlay)
     out = out_folder(args.out)
+    _check_inputs_survive(files, out)
     model = load_model(args.model, pick_device(args.device, error=CommandError))
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(files), unit="image", disable=args.no_progress) as bar:
