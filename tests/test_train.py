@@ -252,7 +252,8 @@ def test_max_time_stops_and_the_schedule_fits_the_budget() -> None:
 
 def test_bad_arguments_are_refused() -> None:
     for kwargs in ({"epochs": 0}, {"max_time": -1.0}, {"epochs": 1, "on_nonfinite": "ignore"},
-                   {"epochs": 1, "batch_size": 0}, {"epochs": 1, "amp": "fp8"}):  # fmt: skip
+                   {"epochs": 1, "batch_size": 0}, {"epochs": 1, "amp": "fp8"},
+                   {"epochs": 1, "device": "cuda:99"}, {"epochs": 1, "device": "gpu"}):  # fmt: skip
         with pytest.raises(TrainingError):
             fit(tiny(), make_pairs(4), progress=False, **kwargs)
     with pytest.raises(TrainingError, match="UNet"):

@@ -163,7 +163,7 @@ def fit(
         raise TrainingError(f"fit() trains a unetseg UNet, got {type(model).__name__}")
 
     start_clock = time.monotonic()
-    info = distributed.setup(pick_device(device, distributed.local_rank()))
+    info = distributed.setup(pick_device(device, distributed.local_rank(), TrainingError))
     try:
         return _fit(
             model, train_data, val_data, info, start_clock,
@@ -209,7 +209,7 @@ def _fit(
     callbacks: Sequence[Any],
     progress: bool,
 ) -> History:
-    dev = pick_device(device, info.local_rank)
+    dev = pick_device(device, info.local_rank, TrainingError)
     amp_dtype = setup.amp_dtype(amp, dev)
     config = model.config
     num_classes = int(config.num_classes)
