@@ -76,7 +76,7 @@ class MaskCodec:
         if encoding == "color" and ignore is not None and config.ignore_colors:
             void = pack_colors(np.asarray(config.ignore_colors, dtype=np.uint8))
             keys, classes = [*keys, *map(int, void)], [*classes, *[ignore] * len(void)]
-        if ignore is not None and ignore >= 0 and encoding != "color" and ignore not in keys:
+        if ignore is not None and encoding != "color" and ignore not in keys:
             keys, classes = [*keys, ignore], [*classes, ignore]
         order = np.argsort(keys)
         names = config.class_names or tuple(f"class_{i}" for i in range(k))

@@ -169,6 +169,13 @@ def build_codec(
             raise DatasetError(
                 f"every mask pixel equals ignore_index={ignore_index}; nothing to learn from"
             )
+        if values[0] < 0:
+            negative = [v for v in values if v < 0]
+            raise DatasetError(
+                f"masks hold negative values {negative[:10]} (in "
+                f"{_files_with(summaries, lambda v: v in set(negative))}); classes are 0..K-1, "
+                f"so pass ignore_index={negative[0]} if that value marks pixels to skip"
+            )
         if lossy and len(values) > 2:
             raise jpeg_error(len(values), "values")
         if kind == "palette":

@@ -131,7 +131,7 @@ def read_mask(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIX
     here and are recognised as grey levels by ``build_codec``.
 
     Raises:
-        ImageError: unreadable, truncated, non-integer float values or negative values.
+        ImageError: unreadable, truncated, or non-integer float values.
     """
     path = Path(path)
     if path.suffix.lower() == ".npy":
@@ -181,11 +181,8 @@ def _integer_mask(array: np.ndarray, name: str) -> np.ndarray:
         array = array.astype(np.int64)
     if not np.issubdtype(array.dtype, np.integer):
         raise ImageError(f"{name}: mask dtype {array.dtype} is not an integer type")
-    if array.size and int(array.min()) < 0:
-        raise ImageError(
-            f"{name}: mask holds negative values (min {int(array.min())}); "
-            "masks must hold non-negative class values"
-        )
+    # Negative values are kept: -1 or -100 may mark void (ignore_index); build_codec
+    # refuses any other negative value, naming the files.
     return array
 
 
