@@ -195,6 +195,12 @@ def mask_from_array(array: np.ndarray, *, name: str = "array") -> RawMask:
     array = np.asarray(array)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
+    if array.ndim == 3 and array.size and _one_hot(array):
+        # Colours of 0/1 would be read as 3 near-black colours in reversed class order.
+        raise ImageError(
+            f"{name}: a (H, W, {array.shape[2]}) mask of 0/1 values looks one-hot, not like "
+            "colours; pass class indices, mask.argmax(-1)"
+        )
     if array.ndim == 3 and array.shape[2] in (3, 4):
         if array.dtype != np.uint8:
             if not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() > 255:
@@ -206,6 +212,15 @@ def mask_from_array(array: np.ndarray, *, name: str = "array") -> RawMask:
             f"{name}: a mask must be (H, W) class values or (H, W, 3) colours, got shape {array.shape}"
         )
     return RawMask(np.ascontiguousarray(_integer_mask(array, name)), "scalar")
+
+
+def _one_hot(array: np.ndarray) -> bool:
+    """Whether an (H, W, C) array holds only 0/1 and its channels differ somewhere."""
+    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+        return False
+    if int(array.min()) < 0 or int(array.max()) > 1:
+        return False
+    return not bool((array == array[:, :, :1]).all())
 
 
 def pack_colors(colors: np.ndarray) -> np.ndarray:
