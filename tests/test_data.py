@@ -301,3 +301,12 @@ def test_negative_void_values_read_with_a_negative_ignore_index() -> None:
     np.testing.assert_array_equal(data[0][1].numpy(), mask)
     test = SegmentationDataset(images[:1], [mask], like=UNetConfig(**data.config_fields()))
     np.testing.assert_array_equal(test[0][1].numpy(), mask)
+
+
+def test_like_a_training_set_names_its_colours_when_a_test_mask_has_another() -> None:
+    red, blue, black = (255, 0, 0), (0, 0, 255), (0, 0, 0)
+    image = [np.zeros((2, 2, 3), np.uint8)]
+    train = SegmentationDataset(image, [np.array([[red, black], [black, red]], np.uint8)])
+    unseen = np.array([[red, blue], [black, red]], np.uint8)
+    with pytest.raises(DatasetError, match=r"#0000ff.*\(#000000, #ff0000\); with like="):
+        SegmentationDataset(image, [unseen], like=train)
