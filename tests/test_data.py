@@ -310,3 +310,13 @@ def test_like_a_training_set_names_its_colours_when_a_test_mask_has_another() ->
     unseen = np.array([[red, blue], [black, red]], np.uint8)
     with pytest.raises(DatasetError, match=r"#0000ff.*\(#000000, #ff0000\); with like="):
         SegmentationDataset(image, [unseen], like=train)
+
+
+def test_unusable_image_arrays_are_named() -> None:
+    mask = np.zeros((2, 2), np.uint8)
+    mask[0] = 1
+    good = np.zeros((2, 2), np.float32)
+    with pytest.raises(DatasetError, match=r"images\[1\]: image holds NaN"):
+        SegmentationDataset([good, np.full((2, 2), np.nan, np.float32)], [mask, mask])
+    with pytest.raises(DatasetError, match=r"images\[0\]: integer image has negative"):
+        SegmentationDataset([np.full((2, 2), -5, np.int16)], [mask])
