@@ -83,3 +83,12 @@ def test_one_folder_of_images_and_suffixed_masks_pairs_them(tmp_path: Path) -> N
     write(tmp_path / "plain" / "a.png", mask)
     with pytest.raises(DatasetError, match=r"both read from .*plain.*0 of its 1 files"):
         pair_files(tmp_path / "plain", tmp_path / "plain")
+
+
+def test_image_tensors_are_channels_first_as_in_segment() -> None:
+    mask = torch.zeros(5, 7, dtype=torch.int64)
+    mask[0] = 1
+    image = torch.rand(3, 5, 7)
+    data = SegmentationDataset([image], [mask], mean=[0, 0, 0], std=[1, 1, 1])
+    assert data.in_channels == 3
+    torch.testing.assert_close(data[0][0], image)

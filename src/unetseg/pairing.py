@@ -161,7 +161,10 @@ def _sources(items: Inputs, what: str) -> list[Source]:
         elif isinstance(item, (str, os.PathLike)):
             out.append(Path(item))
         elif isinstance(item, torch.Tensor):
-            out.append(item.detach().cpu().numpy())
+            array = item.detach().cpu().numpy()
+            if what == "images" and array.ndim == 3:
+                array = array.transpose(1, 2, 0)  # torch's (C, H, W), as segment() reads it
+            out.append(array)
         else:
             raise DatasetError(f"{what}: {type(item).__name__} is neither a path nor an array")
     return out
@@ -171,7 +174,8 @@ def resolve_inputs(images: Inputs, masks: Inputs) -> list[tuple[Source, Source]]
     """Pair what the user passed: two folders by stem (``pair_files``), two lists by position.
 
     Returns:
-        (image, mask) sources: paths, or arrays (tensors become numpy arrays).
+        (image, mask) sources: paths, or arrays (tensors become numpy arrays; image
+        tensors are (C, H, W)).
 
     Raises:
         DatasetError: a folder with a list, lists of different lengths, empty inputs, or
