@@ -72,3 +72,19 @@ def test_one_hot_arrays_are_refused_not_read_as_colours() -> None:
         mask_from_array(np.eye(4, dtype=bool)[classes])
     grey = mask_from_array(np.repeat(classes[:, :, None] % 2, 3, axis=2).astype(np.uint8))
     assert grey.kind == "color"  # a 0/1 mask saved with three equal channels stays readable
+
+
+def test_lossless_webp_masks_are_not_taken_for_lossy_ones(tmp_path: Path) -> None:
+    grey = blocks([0, 100, 200]).astype(np.uint8)
+    rgba = np.dstack([np.repeat(grey[:, :, None], 3, 2), np.full(grey.shape, 200, np.uint8)])
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    for name, array, options in (
+        ("lossless.webp", grey, {"lossless": True}),
+        ("extended.webp", rgba, {"lossless": True, "exif": exif.tobytes()}),  # VP8X + VP8L
+    ):
+        raw = read_mask(save(tmp_path, name, array, **options))
+        assert not raw.lossy
+    for name, array in (("lossy.webp", grey), ("alpha.webp", rgba)):  # VP8, VP8X + ALPH + VP8
+        assert read_mask(save(tmp_path, name, array, quality=90)).lossy
+    assert codec_for([save(tmp_path, "m.webp", grey, lossless=True)]).num_classes == 3

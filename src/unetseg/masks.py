@@ -140,6 +140,7 @@ def read_mask(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIX
     try:
         with image:
             lossy = (image.format or "") in _LOSSY_FORMATS
+            lossy = lossy and not (image.format == "WEBP" and _lossless_webp(path))
             image.load()
             image = ImageOps.exif_transpose(image)
             palette = None
@@ -162,6 +163,18 @@ def read_mask(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIX
     if kind == "scalar":
         array = _integer_mask(array, str(path))
     return RawMask(np.ascontiguousarray(array), kind, palette, lossy)
+
+
+def _lossless_webp(path: Path) -> bool:
+    """Whether a WebP file's image is a lossless (VP8L) bitstream; PIL does not say."""
+    chunks = set()
+    with open(path, "rb") as handle:
+        handle.seek(12)  # past "RIFF", the size and "WEBP"
+        while len(header := handle.read(8)) == 8:
+            chunks.add(header[:4])
+            size = struct.unpack("<I", header[4:])[0]
+            handle.seek(size + size % 2, os.SEEK_CUR)
+    return b"VP8L" in chunks and b"VP8 " not in chunks
 
 
 def _palette_of(image: Image.Image) -> tuple[Color, ...]:
