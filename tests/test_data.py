@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import make_folder, write
+from helpers import blocks, make_folder, write
 from unetseg import Augment, DatasetError, SegmentationDataset, UNetConfig
 
 
@@ -288,3 +288,35 @@ def test_with_ignore_index_reads_a_mask_value_as_void_sharing_the_images(
     assert set(np.unique(val_voided[0][1].numpy())) == {0, 2, 3}
     train_view, _ = data.split(0.34, seed=0)
     assert len(train_view.with_ignore_index(3)) == len(train_view)
+
+
+def test_negative_void_values_read_with_a_negative_ignore_index() -> None:
+    # torch's own convention: int64 label arrays with -100 for void (ignore_index=-100).
+    mask = blocks([0, 1, -100, 2], (8, 8)).astype(np.int64)
+    images = [np.zeros((8, 8), np.uint8)] * 2
+    with pytest.raises(DatasetError, match=r"negative values \[-100\].*ignore_index=-100"):
+        SegmentationDataset(images, [mask, mask])
+    data = SegmentationDataset(images, [mask, mask], ignore_index=-100)
+    assert data.num_classes == 3
+    np.testing.assert_array_equal(data[0][1].numpy(), mask)
+    test = SegmentationDataset(images[:1], [mask], like=UNetConfig(**data.config_fields()))
+    np.testing.assert_array_equal(test[0][1].numpy(), mask)
+
+
+def test_like_a_training_set_names_its_colours_when_a_test_mask_has_another() -> None:
+    red, blue, black = (255, 0, 0), (0, 0, 255), (0, 0, 0)
+    image = [np.zeros((2, 2, 3), np.uint8)]
+    train = SegmentationDataset(image, [np.array([[red, black], [black, red]], np.uint8)])
+    unseen = np.array([[red, blue], [black, red]], np.uint8)
+    with pytest.raises(DatasetError, match=r"#0000ff.*\(#000000, #ff0000\); with like="):
+        SegmentationDataset(image, [unseen], like=train)
+
+
+def test_unusable_image_arrays_are_named() -> None:
+    mask = np.zeros((2, 2), np.uint8)
+    mask[0] = 1
+    good = np.zeros((2, 2), np.float32)
+    with pytest.raises(DatasetError, match=r"images\[1\]: image holds NaN"):
+        SegmentationDataset([good, np.full((2, 2), np.nan, np.float32)], [mask, mask])
+    with pytest.raises(DatasetError, match=r"images\[0\]: integer image has negative"):
+        SegmentationDataset([np.full((2, 2), -5, np.int16)], [mask])

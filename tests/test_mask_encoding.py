@@ -85,3 +85,17 @@ def test_mixed_encodings_and_single_value(tmp_path: Path) -> None:
     zero = save(tmp_path, "z.png", np.zeros((3, 3), np.uint8))
     with pytest.raises(DatasetError, match="single value 0"):
         codec_for([zero])
+
+
+def test_index_masks_with_a_void_value_ask_for_ignore_index(tmp_path: Path) -> None:
+    # VOC's SegmentationClassAug: "L" PNGs of classes 0..20 with 255 borders; not JPEG noise.
+    path = save(tmp_path, "voc.png", blocks([*range(21), 255]).astype(np.uint8))
+    with pytest.raises(DatasetError, match=r"indices 0\.\.20 and the value 255.*ignore_index=255"):
+        codec_for([path])
+    assert codec_for([path], ignore_index=255).num_classes == 21
+
+
+def test_ignore_index_that_is_the_binary_foreground_is_explained(tmp_path: Path) -> None:
+    path = save(tmp_path, "m.png", blocks([0, 255]).astype(np.uint8))
+    with pytest.raises(DatasetError, match=r"255.*0/255 binary.*leave ignore_index out"):
+        codec_for([path], ignore_index=255)

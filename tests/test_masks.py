@@ -6,7 +6,7 @@ from PIL import Image
 
 from helpers import blocks, codec_for, round_trip, save
 from unetseg import ImageError, UNetConfig
-from unetseg.masks import read_mask, scan_header
+from unetseg.masks import mask_from_array, read_mask, scan_header
 from unetseg.visualize import mask_image
 
 
@@ -61,3 +61,30 @@ def test_sixteen_bit_grey_values_are_written_back_as_sixteen_bit() -> None:
     back = mask_image(np.array([[0, 1]]), config)
     assert back.mode == "I;16"
     np.testing.assert_array_equal(np.asarray(back), [[0, 40000]])
+
+
+def test_one_hot_arrays_are_refused_not_read_as_colours() -> None:
+    # (H, W, 3) one-hot would be 3 near-black "colours" numbered in reversed class order.
+    classes = np.array([[0, 1], [2, 0]])
+    with pytest.raises(ImageError, match=r"one-hot.*argmax"):
+        mask_from_array(np.eye(3, dtype=np.uint8)[classes])
+    with pytest.raises(ImageError, match=r"one-hot.*argmax"):
+        mask_from_array(np.eye(4, dtype=bool)[classes])
+    grey = mask_from_array(np.repeat(classes[:, :, None] % 2, 3, axis=2).astype(np.uint8))
+    assert grey.kind == "color"  # a 0/1 mask saved with three equal channels stays readable
+
+
+def test_lossless_webp_masks_are_not_taken_for_lossy_ones(tmp_path: Path) -> None:
+    grey = blocks([0, 100, 200]).astype(np.uint8)
+    rgba = np.dstack([np.repeat(grey[:, :, None], 3, 2), np.full(grey.shape, 200, np.uint8)])
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    for name, array, options in (
+        ("lossless.webp", grey, {"lossless": True}),
+        ("extended.webp", rgba, {"lossless": True, "exif": exif.tobytes()}),  # VP8X + VP8L
+    ):
+        raw = read_mask(save(tmp_path, name, array, **options))
+        assert not raw.lossy
+    for name, array in (("lossy.webp", grey), ("alpha.webp", rgba)):  # VP8, VP8X + ALPH + VP8
+        assert read_mask(save(tmp_path, name, array, quality=90)).lossy
+    assert codec_for([save(tmp_path, "m.webp", grey, lossless=True)]).num_classes == 3

@@ -65,3 +65,30 @@ def test_identical_stems_pair_even_when_they_end_like_a_suffix(tmp_path: Path) -
         ("cell_seg", "cell_seg"),
         ("scan_raw", "scan_raw"),
     ]
+
+
+def test_one_folder_of_images_and_suffixed_masks_pairs_them(tmp_path: Path) -> None:
+    # The Kaggle brain-MRI layout: x.tif beside x_mask.tif, the same folder passed twice.
+    mask = np.zeros((4, 4), np.uint8)
+    mask[:2] = 255
+    for stem in ("a", "b"):
+        write(tmp_path / "both" / f"{stem}.tif", np.zeros((4, 4, 3), np.uint8))
+        write(tmp_path / "both" / f"{stem}_mask.tif", mask)
+    pairs = pair_files(tmp_path / "both", str(tmp_path / "both"))
+    assert [(i.name, m.name) for i, m in pairs] == [
+        ("a.tif", "a_mask.tif"),
+        ("b.tif", "b_mask.tif"),
+    ]
+    assert SegmentationDataset(tmp_path / "both", tmp_path / "both").num_classes == 2
+    write(tmp_path / "plain" / "a.png", mask)
+    with pytest.raises(DatasetError, match=r"both read from .*plain.*0 of its 1 files"):
+        pair_files(tmp_path / "plain", tmp_path / "plain")
+
+
+def test_image_tensors_are_channels_first_as_in_segment() -> None:
+    mask = torch.zeros(5, 7, dtype=torch.int64)
+    mask[0] = 1
+    image = torch.rand(3, 5, 7)
+    data = SegmentationDataset([image], [mask], mean=[0, 0, 0], std=[1, 1, 1])
+    assert data.in_channels == 3
+    torch.testing.assert_close(data[0][0], image)

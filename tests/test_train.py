@@ -442,3 +442,17 @@ def test_fit_ignore_index_for_colour_masks_asks_for_a_color_map() -> None:
     data = SegmentationDataset([np.zeros((32, 32, 3), np.uint8)] * 2, [mask, mask])
     with pytest.raises(TrainingError, match=r"class 2 is #ff0000.*color_map="):
         fit(tiny(3, 2), data, epochs=1, ignore_index=2, **FAST)
+
+
+def test_fit_ignore_index_on_renumbered_grey_masks_is_never_trained_as_a_class() -> None:
+    # Grey masks 0/1/255: 255 is read as class 2, so "the model counts it as a class" would
+    # leave the loss skipping a label that never occurs and train the void as class 2.
+    mask = blocks([0, 1, 255], (32, 32)).astype(np.uint8)
+    data = SegmentationDataset([np.zeros((32, 32), np.uint8)] * 2, [mask, mask])
+    assert data.num_classes == 3
+    with pytest.raises(TrainingError, match=r"num_classes=2 but the model has num_classes=3"):
+        fit(tiny(1, 3), data, epochs=1, ignore_index=255, **FAST)
+    binary = blocks([0, 255], (32, 32)).astype(np.uint8)
+    data = SegmentationDataset([np.zeros((32, 32), np.uint8)] * 2, [binary, binary])
+    with pytest.raises(DatasetError, match="leave ignore_index out"):
+        fit(tiny(1, 2), data, epochs=1, ignore_index=255, **FAST)

@@ -54,8 +54,10 @@ def _native(array: np.ndarray, name: str) -> np.ndarray:
         raise ImageError(f"{name}: expected an (H, W) or (H, W, C) image, got shape {array.shape}")
     if array.dtype in (np.uint8, np.uint16, np.bool_):
         return array
-    unit = to_unit_range(array)  # checks NaN/inf too
-    return unit
+    try:
+        return to_unit_range(array)  # checks NaN/inf too
+    except ImageError as err:
+        raise ImageError(f"{name}: {err}") from None
 
 
 def _natural_channels(channels: int) -> int:

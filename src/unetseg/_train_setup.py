@@ -128,9 +128,14 @@ def apply_ignore_index(
             f"ignore_index={train_data.ignore_index}; pass the same value, or leave fit()'s out"
         )
     if train_data.ignore_index is None:
-        if train_data.num_classes == num_classes:
-            return train_data, val_data  # the model counts k as a class; the loss skips it
         fields = train_data.config_fields()
+        values = fields.get("mask_values")
+        # Grey and binary masks renumber their values: 255 of 0/1/255 is class 2, which
+        # the loss would not skip, so such a value must be read as void instead.
+        as_label = values is None or ignore_index not in values
+        as_label = as_label or values.index(ignore_index) == ignore_index
+        if train_data.num_classes == num_classes and as_label:
+            return train_data, val_data  # the model counts k as a class; the loss skips it
         if fields.get("mask_encoding") == "color":
             # A colour is void only through a color_map; fit() cannot say which one.
             colors = fields.get("class_colors") or ()

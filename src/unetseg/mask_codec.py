@@ -76,7 +76,7 @@ class MaskCodec:
         if encoding == "color" and ignore is not None and config.ignore_colors:
             void = pack_colors(np.asarray(config.ignore_colors, dtype=np.uint8))
             keys, classes = [*keys, *map(int, void)], [*classes, *[ignore] * len(void)]
-        if ignore is not None and ignore >= 0 and encoding != "color" and ignore not in keys:
+        if ignore is not None and encoding != "color" and ignore not in keys:
             keys, classes = [*keys, ignore], [*classes, ignore]
         order = np.argsort(keys)
         names = config.class_names or tuple(f"class_{i}" for i in range(k))
@@ -157,15 +157,19 @@ class MaskCodec:
         if (position < 0).any():
             bad = np.unique(values[position < 0])[:8]
             shown = ", ".join(describe_key(int(v), colors) for v in bad)
+            expected = ", ".join(describe_key(int(v), colors) for v in self.keys)
             if self.converts_kinds:
-                expected = ", ".join(describe_key(int(v), colors) for v in self.keys)
                 raise DatasetError(
                     f"{name}: mask value(s) {shown} are not among the model's classes (it "
                     f"knows {expected}); give masks in the encoding the model was trained on"
                 )
+            # Reached at construction by a data set built with like=train_data, later only
+            # if a file changed on disk.
             raise DatasetError(
                 f"{name}: mask value(s) {shown} are not among the classes found at "
-                "construction; rebuild the data set"
+                f"construction ({expected}); with like=, masks may hold only the reference "
+                "data set's values (map new colours or values in it, e.g. to ignore_index); "
+                "if the file changed since, rebuild the data set"
             )
         out: np.ndarray = classes[position].astype(self.dtype)
         return out

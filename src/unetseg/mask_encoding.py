@@ -169,6 +169,13 @@ def build_codec(
             raise DatasetError(
                 f"every mask pixel equals ignore_index={ignore_index}; nothing to learn from"
             )
+        if values[0] < 0:
+            negative = [v for v in values if v < 0]
+            raise DatasetError(
+                f"masks hold negative values {negative[:10]} (in "
+                f"{_files_with(summaries, lambda v: v in set(negative))}); classes are 0..K-1, "
+                f"so pass ignore_index={negative[0]} if that value marks pixels to skip"
+            )
         if lossy and len(values) > 2:
             raise jpeg_error(len(values), "values")
         if kind == "palette":
@@ -229,6 +236,13 @@ def _scalar_codec(
     as_set = set(values)
     encoding: str
     mask_values: tuple[int, ...]
+    if user_k is None and len(as_set) == 1 and ignore_index in present:
+        # 0/255 binary masks with ignore_index=255 (a common copy of VOC's void setting).
+        raise DatasetError(
+            f"besides ignore_index={ignore_index} every mask holds only the value {values[0]}, "
+            f"so no classes are left to learn; if {ignore_index} is a class (the foreground "
+            f"of {values[0]}/{ignore_index} binary masks), leave ignore_index out"
+        )
     if user_k is None and len(as_set) == 1 and values[0] not in (1, 255):
         raise DatasetError(
             f"every mask holds the single value {values[0]}, so the classes cannot be told "
@@ -259,6 +273,14 @@ def _scalar_codec(
                 "mask value 255 is taken as class %d; pass ignore_index=255 if it marks void pixels",
                 len(values) - 1,
             )
+    elif values[:-1] == list(range(len(values) - 1)) and len(values) <= MAX_INDEX_CLASSES:
+        # Index masks plus one void value, e.g. VOC's 0..20 with 255 saved as "L" PNGs.
+        raise DatasetError(
+            f"masks hold class indices 0..{values[-2]} and the value {values[-1]} (in "
+            f"{_files_with(summaries, lambda v: v == values[-1])}); if {values[-1]} marks "
+            f"void/border pixels pass ignore_index={values[-1]}, otherwise pass class_names "
+            "with one name per class"
+        )
     else:
         busiest = sorted(summaries, key=lambda s: -len(s.counts))[:3]
         raise DatasetError(

@@ -131,7 +131,7 @@ def read_mask(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIX
     here and are recognised as grey levels by ``build_codec``.
 
     Raises:
-        ImageError: unreadable, truncated, non-integer float values or negative values.
+        ImageError: unreadable, truncated, or non-integer float values.
     """
     path = Path(path)
     if path.suffix.lower() == ".npy":
@@ -140,6 +140,7 @@ def read_mask(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIX
     try:
         with image:
             lossy = (image.format or "") in _LOSSY_FORMATS
+            lossy = lossy and not (image.format == "WEBP" and _lossless_webp(path))
             image.load()
             image = ImageOps.exif_transpose(image)
             palette = None
@@ -164,6 +165,18 @@ def read_mask(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIX
     return RawMask(np.ascontiguousarray(array), kind, palette, lossy)
 
 
+def _lossless_webp(path: Path) -> bool:
+    """Whether a WebP file's image is a lossless (VP8L) bitstream; PIL does not say."""
+    chunks = set()
+    with open(path, "rb") as handle:
+        handle.seek(12)  # past "RIFF", the size and "WEBP"
+        while len(header := handle.read(8)) == 8:
+            chunks.add(header[:4])
+            size = struct.unpack("<I", header[4:])[0]
+            handle.seek(size + size % 2, os.SEEK_CUR)
+    return b"VP8L" in chunks and b"VP8 " not in chunks
+
+
 def _palette_of(image: Image.Image) -> tuple[Color, ...]:
     flat = image.getpalette("RGB") or []
     return tuple((flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat) - 2, 3))
@@ -181,11 +194,8 @@ def _integer_mask(array: np.ndarray, name: str) -> np.ndarray:
         array = array.astype(np.int64)
     if not np.issubdtype(array.dtype, np.integer):
         raise ImageError(f"{name}: mask dtype {array.dtype} is not an integer type")
-    if array.size and int(array.min()) < 0:
-        raise ImageError(
-            f"{name}: mask holds negative values (min {int(array.min())}); "
-            "masks must hold non-negative class values"
-        )
+    # Negative values are kept: -1 or -100 may mark void (ignore_index); build_codec
+    # refuses any other negative value, naming the files.
     return array
 
 
@@ -198,6 +208,12 @@ def mask_from_array(array: np.ndarray, *, name: str = "array") -> RawMask:
     array = np.asarray(array)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
+    if array.ndim == 3 and array.size and _one_hot(array):
+        # Colours of 0/1 would be read as 3 near-black colours in reversed class order.
+        raise ImageError(
+            f"{name}: a (H, W, {array.shape[2]}) mask of 0/1 values looks one-hot, not like "
+            "colours; pass class indices, mask.argmax(-1)"
+        )
     if array.ndim == 3 and array.shape[2] in (3, 4):
         if array.dtype != np.uint8:
             if not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() > 255:
@@ -209,6 +225,15 @@ def mask_from_array(array: np.ndarray, *, name: str = "array") -> RawMask:
             f"{name}: a mask must be (H, W) class values or (H, W, 3) colours, got shape {array.shape}"
         )
     return RawMask(np.ascontiguousarray(_integer_mask(array, name)), "scalar")
+
+
+def _one_hot(array: np.ndarray) -> bool:
+    """Whether an (H, W, C) array holds only 0/1 and its channels differ somewhere."""
+    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+        return False
+    if int(array.min()) < 0 or int(array.max()) > 1:
+        return False
+    return not bool((array == array[:, :, :1]).all())
 
 
 def pack_colors(colors: np.ndarray) -> np.ndarray:

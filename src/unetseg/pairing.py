@@ -84,6 +84,19 @@ def _keyed(files: list[Path], suffixes: Sequence[str], what: str) -> dict[str, P
     return {key: group[0] for key, group in groups.items()}
 
 
+def _split_shared(files: list[Path], folder: Path) -> tuple[list[Path], list[Path]]:
+    """One folder of both (``x.tif`` beside ``x_mask.tif``): masks are the suffixed stems."""
+    masks = [p for p in files if _pair_key(p.stem, _MASK_SUFFIXES) != p.stem]
+    images = [p for p in files if p not in masks]
+    if not masks or not images:
+        raise DatasetError(
+            f"images and masks are both read from {folder}, but {len(masks)} of its "
+            f"{len(files)} files have a mask suffix (x_mask.png beside x.png); name the masks "
+            "so, put them in a folder of their own, or pass two lists of paths"
+        )
+    return images, masks
+
+
 def pair_files(
     image_dir: str | os.PathLike[str], mask_dir: str | os.PathLike[str]
 ) -> list[tuple[Path, Path]]:
@@ -92,7 +105,8 @@ def pair_files(
     Identical stems pair first; the other files pair with mask stems stripped of a suffix
     (``_mask``, ``_label``, ``_gt``, ``-seg``, ``_L``, ...) and image stems of
     ``_image``/``_img``; extensions may differ (``x.jpg`` with ``x.png``). Hidden files and
-    non-image files are ignored.
+    non-image files are ignored. One folder may hold both: the files with a mask suffix
+    are the masks.
 
     Returns:
         (image, mask) paths, sorted by image name.
@@ -101,8 +115,12 @@ def pair_files(
         DatasetError: an empty folder, several files with one stem, or unmatched stems
             (all listed).
     """
-    exact_images = _keyed(_list_folder(Path(image_dir), "image"), (), "image")
-    exact_masks = _keyed(_list_folder(Path(mask_dir), "mask"), (), "mask")
+    image_files = _list_folder(Path(image_dir), "image")
+    mask_files = _list_folder(Path(mask_dir), "mask")
+    if Path(image_dir).resolve() == Path(mask_dir).resolve():
+        image_files, mask_files = _split_shared(image_files, Path(image_dir))
+    exact_images = _keyed(image_files, (), "image")
+    exact_masks = _keyed(mask_files, (), "mask")
     # Identical stems pair as they are, even one ending like a suffix (``cell_seg``).
     same = exact_images.keys() & exact_masks.keys()
     pairs = [(exact_images[k], exact_masks[k]) for k in same]
@@ -143,7 +161,10 @@ def _sources(items: Inputs, what: str) -> list[Source]:
         elif isinstance(item, (str, os.PathLike)):
             out.append(Path(item))
         elif isinstance(item, torch.Tensor):
-            out.append(item.detach().cpu().numpy())
+            array = item.detach().cpu().numpy()
+            if what == "images" and array.ndim == 3:
+                array = array.transpose(1, 2, 0)  # torch's (C, H, W), as segment() reads it
+            out.append(array)
         else:
             raise DatasetError(f"{what}: {type(item).__name__} is neither a path nor an array")
     return out
@@ -153,7 +174,8 @@ def resolve_inputs(images: Inputs, masks: Inputs) -> list[tuple[Source, Source]]
     """Pair what the user passed: two folders by stem (``pair_files``), two lists by position.
 
     Returns:
-        (image, mask) sources: paths, or arrays (tensors become numpy arrays).
+        (image, mask) sources: paths, or arrays (tensors become numpy arrays; image
+        tensors are (C, H, W)).
 
     Raises:
         DatasetError: a folder with a list, lists of different lengths, empty inputs, or
