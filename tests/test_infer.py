@@ -289,6 +289,19 @@ def test_amp_auto_is_bf16_on_fast_cpus_and_agrees_with_float32(trained: UNet) ->
         segment(trained, x[0], amp="int8")
 
 
+def test_a_half_precision_model_runs_in_its_own_dtype(trained: UNet) -> None:
+    # model.half() under amp="auto" (bf16 autocast on this CPU) was torch's "mixed dtype".
+    x, _ = blobs(1, 96, torch.Generator().manual_seed(4))
+    exact = segment(trained, x[0], amp="off")
+    half = UNet(trained.config).half()
+    half.load_state_dict(trained.state_dict())
+    for amp in ("auto", "bf16"):
+        for tile_size in (None, 64):
+            got = segment(half, x[0], amp=amp, tile_size=tile_size)
+            assert (got == exact).mean() >= 0.99
+    assert next(half.parameters()).dtype == torch.float16
+
+
 def test_model_layout_is_left_as_it_was() -> None:
     # segment() runs channels_last for speed; the weights must come back as they went in.
     image = np.zeros((16, 16), np.uint8)

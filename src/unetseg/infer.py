@@ -229,7 +229,8 @@ def segment(
         amp: ``"auto"`` (default): bfloat16 autocast on CPUs that run it natively (AMX,
             AVX512-BF16; 2.3x faster than float32 on a 2-core Xeon, and the same ISBI test
             mIoU), float16 on CUDA, float32 elsewhere; ``"bf16"``, ``"fp16"``, or
-            ``"off"`` for float32. Probabilities are float32 either way.
+            ``"off"`` for float32. Probabilities are float32 either way. A model already
+            cast to another dtype (``model.half()``) runs in that dtype, without autocast.
         batch_size: most images (or tiles) per forward pass; lowered further to stay within
             ``max_memory``.
         device: where to run (``"cuda"``, ``"cpu"``, ...); ``None``: the model's device.
@@ -282,7 +283,9 @@ def segment(
         tile_size=tile_size,
         overlap=overlap,
         tta=tta,
-        autocast=autocast_dtype(amp, target, error=InputError),
+        # Autocast serves float32 weights; a model already cast (model.half()) runs in its
+        # own dtype, since bf16 autocast over fp16 BatchNorm weights is a torch error.
+        autocast=autocast_dtype(amp, target, error=InputError) if dtype == torch.float32 else None,
         channels_last=fast_layout,
         batch_size=batch_size,
         max_memory=max_memory,
