@@ -248,6 +248,8 @@ def segment(
         InputError: an image cannot be read or converted (the message names it, and its
             position in a list), a bad argument (a device this machine lacks, say), or a
             model that is not a UNet.
+        WeightsError: ``model`` is a folder or repo id whose checkpoint cannot be loaded
+            (``ConfigError`` for an invalid ``config.json``), as ``UNet.from_pretrained``.
     """
     _check_arguments(tile_size, overlap, batch_size, max_memory)
     net, config = _resolve_model(model)
