@@ -1,4 +1,4 @@
-"""Quickstart: data on disk -> fit() -> safetensors -> segment() -> pictures, in ~2 minutes.
+"""Quickstart: data on disk -> fit() -> safetensors -> segment() -> pictures, in about a minute.
 
 Run with no arguments from the repository root::
 

@@ -69,8 +69,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("images", nargs="?", type=Path, help="folder of images")
     parser.add_argument("masks", nargs="?", type=Path, help="folder of masks")
-    parser.add_argument("--out", type=Path, default=Path("outputs/train_on_folder"))
-    parser.add_argument("--max-time", type=float, default=120.0, help="training seconds")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("outputs/train_on_folder"),
+        help="folder for the outputs (default: outputs/train_on_folder)",
+    )
+    parser.add_argument(
+        "--max-time", type=float, default=120.0, help="training seconds (default: 120)"
+    )
     args = parser.parse_args(argv)
     if args.images is None or args.masks is None:
         if args.images is not None or not (ISBI / "images").is_dir():

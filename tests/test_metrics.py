@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from unetseg import InputError
 from unetseg.metrics import confusion_matrix, scores_from_confusion
 
 
@@ -34,6 +35,7 @@ def test_absent_class_is_nan_and_left_out_of_the_mean() -> None:
     assert named["iou/bg"] == 1.0 and "dice/fg" in named
 
 
-def test_shape_mismatch_is_an_error() -> None:
-    with pytest.raises(ValueError, match="differ in shape"):
+def test_shape_mismatch_is_an_input_error() -> None:
+    # The library's own type, as every error a user can cause; still a ValueError.
+    with pytest.raises(InputError, match="differ in shape"):
         confusion_matrix(torch.zeros(2, 2), torch.zeros(2, 3), 2)

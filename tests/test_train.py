@@ -264,6 +264,22 @@ def test_bad_arguments_are_refused() -> None:
         fit(tiny(), make_pairs(4), epochs=1, class_weights=[1.0], progress=False)
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"lr": -1e-3}, {"lr": 0.0}, {"lr": math.nan}, {"weight_decay": -1e-4},
+        {"warmup": 1.5}, {"warmup": -0.1}, {"grad_clip": -1.0}, {"grad_clip": 0.0},
+        {"patch_size": 0}, {"seed": -1}, {"num_workers": -1},
+    ],
+)  # fmt: skip
+def test_out_of_range_recipe_arguments_are_a_training_error(kwargs: dict[str, Any]) -> None:
+    # Left to torch these were bare ValueErrors, or trained silently wrong: a negative
+    # grad_clip flipped every gradient's sign.
+    name = next(iter(kwargs))
+    with pytest.raises(TrainingError, match=rf"^{name} must be"):
+        fit(tiny(), make_pairs(4), epochs=1, progress=False, **kwargs)
+
+
 def test_val_data_mapping_masks_unlike_train_data_is_refused(tmp_path: Path) -> None:
     # A validation set built alone lacks grey level 128: it would call 255 class 1, which
     # is class 2 in training, and score the wrong classes without a word.

@@ -29,6 +29,7 @@ __all__ = [
     "apply_ignore_index",
     "as_pair",
     "check_compatible",
+    "check_recipe",
     "check_same_mapping",
     "collate",
     "is_keyed",
@@ -40,6 +41,52 @@ __all__ = [
 MIN_LR_RATIO = 0.01  # cosine decays to this fraction of lr
 #: The config fields that decide which class a mask value (or colour) becomes.
 MAPPING_FIELDS = ("mask_encoding", "mask_values", "class_colors", "num_classes")
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def check_recipe(
+    *,
+    lr: float,
+    weight_decay: float,
+    warmup: float,
+    grad_clip: float | None,
+    patch_size: int,
+    seed: int,
+    num_workers: int,
+) -> None:
+    """Refuse ``fit()`` arguments out of range before anything is built.
+
+    Left to torch, some fail deep inside with a bare ``ValueError`` (a negative ``lr``,
+    ``seed`` or ``num_workers``) and some train silently wrong: a negative ``grad_clip``
+    flips every gradient's sign, ``warmup`` past 1 never reaches the peak rate.
+
+    Raises:
+        TrainingError: a value of the wrong type or out of range, naming it.
+    """
+
+    def number(value: object) -> bool:
+        return (
+            not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        )
+
+    def integer(value: object) -> bool:
+        return not isinstance(value, bool) and isinstance(value, int)
+
+    checks = (
+        ("lr", lr, number(lr) and lr > 0, "a positive number"),
+        ("weight_decay", weight_decay, number(weight_decay) and weight_decay >= 0, "a number >= 0"),
+        ("warmup", warmup, number(warmup) and 0 <= warmup < 1, "a fraction of the run in [0, 1)"),
+        ("grad_clip", grad_clip, grad_clip is None or (number(grad_clip) and grad_clip > 0),
+         "a positive max norm, or None"),
+        ("patch_size", patch_size, integer(patch_size) and patch_size >= 1, "a positive integer"),
+        ("seed", seed, integer(seed) and seed >= 0, "an integer >= 0"),
+        ("num_workers", num_workers, integer(num_workers) and num_workers >= 0, "an integer >= 0"),
+    )  # fmt: skip
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise TrainingError(f"{name} must be {expected}, got {value!r}")
 
 
 # --------------------------------------------------------------------------- precision

@@ -316,7 +316,17 @@ class Augment:
     def __call__(
         self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augment a whole (C, H, W) image and its (H, W) mask with one random draw."""
+        """Augment a whole image and its mask with one random draw.
+
+        Args:
+            image: (C, H, W) float tensor, normalised.
+            mask: (H, W) int64 class indices.
+            rng: the random source; the same state gives the same result.
+
+        Returns:
+            (C, P_h, P_w) float32 image and (P_h, P_w) int64 mask, ``P`` the patch size
+            (the input's own size when ``patch_size`` is ``None``).
+        """
         height, width = mask.shape[-2:]
         points = foreground_points(mask.detach().cpu().numpy(), self.ignore_index)
         plan = self.plan(int(height), int(width), rng, points)

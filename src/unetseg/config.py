@@ -273,7 +273,17 @@ class UNetConfig:
         return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
 
     def replace(self, **changes: Any) -> UNetConfig:
-        """Return a copy with ``changes`` applied and validated."""
+        """Return a copy with ``changes`` applied and validated.
+
+        Args:
+            **changes: new values of config fields, by name.
+
+        Returns:
+            The new config; this one is unchanged (it is frozen).
+
+        Raises:
+            ConfigError: an unknown field name, or a value ``__post_init__`` refuses.
+        """
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             raise ConfigError(f"unknown config field(s) {unknown}; valid: {_field_names()}")

@@ -288,26 +288,32 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
 
     @property
     def num_classes(self) -> int:
+        """Classes the masks map to (``ignore_index`` not counted)."""
         return self._store.codec.num_classes
 
     @property
     def in_channels(self) -> int:
+        """Channels of every image as the model takes it (given, or 1 grey / 3 colour)."""
         return self._store.in_channels
 
     @property
     def class_names(self) -> tuple[str, ...]:
+        """One name per class: ``class_names`` as given, else generated ones."""
         return self._store.codec.class_names
 
     @property
     def ignore_index(self) -> int | None:
+        """The mask value of pixels to skip, or ``None``."""
         return self._store.codec.ignore_index
 
     @property
     def mean(self) -> tuple[float, ...]:
+        """Per-channel mean of the [0, 1]-scaled images (given or measured)."""
         return self._store.mean
 
     @property
     def std(self) -> tuple[float, ...]:
+        """Per-channel standard deviation of the [0, 1]-scaled images (given or measured)."""
         return self._store.std
 
     @property

@@ -43,15 +43,24 @@ class History:
         return len(self.epochs)
 
     def metric(self, name: str) -> list[float]:
-        """One metric over the epochs (NaN where an epoch lacks it), e.g. ``"val/mean_iou"``."""
+        """One metric over the epochs.
+
+        Args:
+            name: a key of the epoch records, e.g. ``"val/mean_iou"`` or ``"val/iou/<class>"``.
+
+        Returns:
+            One value per epoch, NaN where an epoch lacks it.
+        """
         return [float(record.get(name, math.nan)) for record in self.epochs]
 
     @property
     def train_loss(self) -> list[float]:
+        """Mean training loss of each epoch."""
         return self.metric("train_loss")
 
     @property
     def val_mean_iou(self) -> list[float]:
+        """Validation mean IoU of each epoch (NaN without validation data)."""
         return self.metric("val/mean_iou")
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,6 +69,7 @@ class History:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> History:
+        """The ``History`` that ``to_dict()`` returned ``data`` for."""
         return cls(**data)
 
     def plot(self, path: str | os.PathLike[str]) -> Path:

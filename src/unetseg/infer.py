@@ -8,7 +8,7 @@ Tiling, in short:
 
 * It switches on by itself when the *estimated* activation memory of a whole-image pass
   (``estimate_memory``: about ``40 * base_channels`` bytes per pixel) exceeds ``max_memory``
-  (default 1 GiB: about 0.8 megapixels for the default ``base_channels=32``, 1.6 for 16), and
+  (default 1 GiB: about 1.6 megapixels for the default ``base_channels=16``, 0.8 for 32), and
   is forced by ``tile_size``.
 * Tiles are square, a multiple of ``2**depth`` (so the pooling grid of every tile lines up
   with the whole image's), overlap by ``overlap`` of their side, start at multiples of
@@ -249,6 +249,8 @@ def segment(
         InputError: an image cannot be read or converted (the message names it, and its
             position in a list), a bad argument (a device this machine lacks, say), or a
             model that is not a UNet.
+        WeightsError: ``model`` is a folder or repo id whose checkpoint cannot be loaded
+            (``ConfigError`` for an invalid ``config.json``), as ``UNet.from_pretrained``.
     """
     _check_arguments(tile_size, overlap, batch_size, max_memory)
     net, config = _resolve_model(model)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import InputError
+
 __all__ = ["Scores", "confusion_matrix", "scores_from_confusion"]
 
 
@@ -33,10 +35,14 @@ def confusion_matrix(
 
     Returns:
         (K, K) int64 tensor; row = true class, column = predicted class.
+
+    Raises:
+        InputError: ``predictions`` and ``targets`` differ in shape.
     """
     if predictions.shape != targets.shape:
-        raise ValueError(
-            f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} differ in shape"
+        raise InputError(
+            f"predictions {tuple(predictions.shape)} and targets {tuple(targets.shape)} differ "
+            "in shape; pass the prediction and the true mask of the same image"
         )
     targets = targets.reshape(-1).long()
     predictions = predictions.reshape(-1).long()
@@ -73,7 +79,16 @@ class Scores:
 
 
 def scores_from_confusion(confusion: torch.Tensor | np.ndarray) -> Scores:
-    """IoU = TP / (TP + FP + FN), Dice = 2TP / (2TP + FP + FN), per class, from a (K, K) matrix."""
+    """IoU = TP / (TP + FP + FN), Dice = 2TP / (2TP + FP + FN), per class, from a (K, K) matrix.
+
+    Args:
+        confusion: (K, K) counts, row = true class, column = predicted class, as
+            ``confusion_matrix`` returns (summed over images, batches or processes).
+
+    Returns:
+        The ``Scores``: per-class IoU and Dice (NaN for a class absent from both truth and
+        prediction), their means over the other classes, and pixel accuracy.
+    """
     matrix = np.asarray(confusion.cpu() if isinstance(confusion, torch.Tensor) else confusion)
     matrix = matrix.astype(np.float64)
     true_positive = np.diag(matrix)

@@ -94,10 +94,12 @@ class UNet(HubMixin, nn.Module):
 
     @property
     def num_classes(self) -> int:
+        """Output classes, ``config.num_classes``."""
         return self.config.num_classes
 
     @property
     def in_channels(self) -> int:
+        """Input channels, ``config.in_channels``."""
         return self.config.in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

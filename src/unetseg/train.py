@@ -108,8 +108,8 @@ def fit(
         max_time: wall-clock budget in seconds. With only ``max_time`` the learning-rate
             schedule runs on the elapsed fraction of the budget.
         batch_size: images per optimizer step (per process under torchrun).
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW's decoupled weight decay.
+        lr: peak learning rate of AdamW (> 0).
+        weight_decay: AdamW's decoupled weight decay (>= 0).
         loss: ``"dice_ce"`` (default), ``"ce"``, ``"dice"`` or a callable ``(logits, target)``.
         class_weights: one weight per class for the named losses.
         ignore_index: label skipped by loss and metrics; default the dataset's. A
@@ -117,10 +117,10 @@ def fit(
             the model's classes leave it out (index masks 0..10 with void 11 then train
             ``UNet(..., num_classes=11)``).
         patch_size: side of the training patches of the default augmentation.
-        warmup: fraction of the run spent warming the learning rate up.
-        grad_clip: max gradient norm, or None.
-        seed: seeds sampling, augmentation and dropout; the same seed gives the same
-            weights on CPU, interrupted or not.
+        warmup: fraction of the run spent warming the learning rate up, in [0, 1).
+        grad_clip: max gradient norm (> 0), or None.
+        seed: seeds sampling, augmentation and dropout (an integer >= 0); the same seed
+            gives the same weights on CPU, interrupted or not.
         checkpoint_dir: folder for ``last.safetensors`` (every epoch) and
             ``interrupted.safetensors`` (on Ctrl-C).
         resume: continue from the newest checkpoint in ``checkpoint_dir``.
@@ -136,10 +136,12 @@ def fit(
     Returns:
         The ``History``; the model ends with the best validation weights when there is
         validation data (``history.restored_best``), and ``model.config`` records the
-        dataset's metadata and the final validation metrics.
+        dataset's metadata and the validation metrics of the epoch it kept.
 
     Raises:
-        TrainingError: bad arguments, data and model disagreeing, a non-finite loss.
+        TrainingError: bad arguments (out-of-range values, a device this machine lacks),
+            data and model disagreeing, a non-finite loss.
+        ConfigError: an unknown ``loss`` name or invalid ``class_weights`` values.
         CheckpointError: ``resume=True`` without a complete checkpoint, or a corrupt one.
         DatasetError: empty or malformed data, or ``val_data`` that maps mask values to
             classes unlike ``train_data`` (build it with ``like=train_data``).
@@ -157,6 +159,10 @@ def fit(
         raise TrainingError(f"batch_size must be >= 1, got {batch_size}")
     if on_nonfinite not in ("raise", "skip"):
         raise TrainingError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+    setup.check_recipe(
+        lr=lr, weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip,
+        patch_size=patch_size, seed=seed, num_workers=num_workers,
+    )  # fmt: skip
     if resume and checkpoint_dir is None:
         raise CheckpointError("resume=True needs checkpoint_dir, the folder to resume from")
     if not isinstance(model, UNet):

@@ -44,7 +44,11 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+        # Identity, not ==: a default of 0 (--seed, --workers) equals False but is shown.
+        default = action.default
+        if action.option_strings and all(
+            default is not v for v in (None, False, argparse.SUPPRESS)
+        ):
             text += " (default: %(default)s)"
         return text
 

@@ -26,7 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=run)
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("output", metavar="OUT.onnx", help="the file to write")
-    p.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, metavar="N")
+    p.add_argument(
+        "--opset", type=positive_int, default=DEFAULT_OPSET, metavar="N", help="ONNX opset version"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -56,7 +56,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="F",
         help="share of images held out to score each epoch (the best epoch is kept; 0: none)",
     )
-    arg("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, metavar="N")
+    arg(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help="patches per optimizer step",
+    )
     arg("--lr", type=positive_float, default=DEFAULT_LR, help="peak learning rate")
     arg(
         "--patch-size",
@@ -65,7 +71,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="side of the random training crops",
     )
-    arg("--loss", choices=("dice_ce", "ce", "dice"), default="dice_ce")
+    arg(
+        "--loss",
+        choices=("dice_ce", "ce", "dice"),
+        default="dice_ce",
+        help="soft Dice + cross-entropy, cross-entropy or Dice",
+    )
     arg(
         "--seed",
         type=non_negative_int,
