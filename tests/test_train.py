@@ -264,6 +264,28 @@ def test_bad_arguments_are_refused() -> None:
         fit(tiny(), make_pairs(4), epochs=1, class_weights=[1.0], progress=False)
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"lr": 0.0}, {"lr": -1e-3}, {"lr": math.nan}, {"lr": "1e-3"}, {"weight_decay": -1.0},
+     {"warmup": math.nan}, {"warmup": 1.5}, {"grad_clip": -1.0}, {"grad_clip": math.nan},
+     {"batch_size": 2.5}, {"batch_size": True}, {"seed": -1}, {"seed": None},
+     {"num_workers": -1}, {"ignore_index": "void"}, {"max_time": "5"}, {"val_data": 0},
+     {"val_data": 1}, {"val_data": True}, {"callbacks": [lambda *args: None]},
+     {"callbacks": object()}, {"class_weights": 2.0}, {"class_weights": "ab"}],
+)  # fmt: skip
+def test_bad_numbers_and_callbacks_are_refused_before_training(kwargs: dict[str, Any]) -> None:
+    # Left to torch these were raw TypeErrors/ValueErrors, a NaN loss blamed on the data
+    # (NaN lr or warmup), gradient ascent (negative grad_clip) or a callback never called.
+    with pytest.raises(TrainingError, match=next(iter(kwargs)).split("_")[0].rstrip("s")):
+        fit(tiny(), make_pairs(4), **{"epochs": 1, **FAST, **kwargs})
+
+
+def test_numpy_numbers_are_accepted_as_arguments() -> None:
+    history = fit(tiny(), make_pairs(4), np.float32(0.5), epochs=1, seed=np.int64(3),
+                  batch_size=np.int64(2), lr=np.float32(1e-3), progress=False)  # fmt: skip
+    assert history.best_epoch == 1
+
+
 def test_val_data_mapping_masks_unlike_train_data_is_refused(tmp_path: Path) -> None:
     # A validation set built alone lacks grey level 128: it would call 255 class 1, which
     # is class 2 in training, and score the wrong classes without a word.

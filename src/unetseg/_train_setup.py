@@ -10,6 +10,7 @@ or with itself, before any step runs; ``amp_dtype`` picks mixed precision per de
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -180,9 +181,16 @@ def resolve_data(
         TrainingError: a fraction outside (0, 1), or too few items to split.
         DatasetError: empty data.
     """
-    if isinstance(val_data, float):
-        if not 0.0 < val_data < 1.0:
-            raise TrainingError(f"val_data as a fraction must be in (0, 1), got {val_data}")
+    # Any number is meant as a fraction (np.float32, or 0 and 1 typed as ints), not a dataset.
+    if isinstance(val_data, numbers.Number):
+        if isinstance(val_data, bool) or not (
+            isinstance(val_data, numbers.Real) and 0.0 < float(val_data) < 1.0
+        ):
+            raise TrainingError(
+                f"val_data as a fraction must be in (0, 1), got {val_data!r}; pass None "
+                "for no validation"
+            )
+        val_data = float(val_data)
         if hasattr(train_data, "split"):
             train_data, val_data = train_data.split(val_fraction=val_data, seed=seed)
         else:

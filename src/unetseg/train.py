@@ -19,6 +19,7 @@ the pieces of an epoch (batches, checks, validation, records) in ``_train_epoch`
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +67,19 @@ def _default_augment(patch_size: int) -> Any:
     from .augment import Augment  # type: ignore[import-not-found,unused-ignore]
 
     return Augment(patch_size=patch_size)
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int, and a flag passed by mistake; numpy integers are fine.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
 
 
 def fit(
@@ -144,17 +158,42 @@ def fit(
         DatasetError: empty or malformed data, or ``val_data`` that maps mask values to
             classes unlike ``train_data`` (build it with ``like=train_data``).
     """
-    if epochs is not None and (
-        isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1
-    ):
+    if epochs is not None and (not _is_int(epochs) or epochs < 1):
         raise TrainingError(f"epochs must be a positive integer or None, got {epochs!r}")
-    if max_time is not None and not (max_time > 0 and math.isfinite(max_time)):
+    if max_time is not None and not (_is_real(max_time) and max_time > 0):
         raise TrainingError(f"max_time must be a positive number of seconds, got {max_time!r}")
     if epochs is None and max_time is None:
         max_time = DEFAULT_MAX_TIME
         logger.info("neither epochs nor max_time given: training for %.0f s", max_time)
-    if batch_size < 1:
-        raise TrainingError(f"batch_size must be >= 1, got {batch_size}")
+    if not _is_int(batch_size) or batch_size < 1:
+        raise TrainingError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    # Checked here, not left to torch: a NaN lr or warmup only shows as a NaN loss blamed
+    # on the data, and a negative grad_clip flips the gradients (gradient ascent).
+    if not (_is_real(lr) and lr > 0):
+        raise TrainingError(f"lr must be a positive number, got {lr!r}")
+    if not (_is_real(weight_decay) and weight_decay >= 0):
+        raise TrainingError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    if not (_is_real(warmup) and 0 <= warmup <= 1):
+        raise TrainingError(f"warmup must be a fraction of the run in [0, 1], got {warmup!r}")
+    if grad_clip is not None and not (_is_real(grad_clip) and grad_clip > 0):
+        raise TrainingError(f"grad_clip must be a positive norm or None, got {grad_clip!r}")
+    # numpy's SeedSequence takes no negative seed, torch none of 2**63 or more.
+    if not _is_int(seed) or not 0 <= seed < 2**63:
+        raise TrainingError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    if not _is_int(num_workers) or num_workers < 0:
+        raise TrainingError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+    if ignore_index is not None and not _is_int(ignore_index):
+        raise TrainingError(f"ignore_index must be an integer or None, got {ignore_index!r}")
+    if not isinstance(callbacks, (list, tuple)):
+        raise TrainingError(
+            f"callbacks must be a list, got {type(callbacks).__name__}; pass [callback]"
+        )
+    for callback in callbacks:  # a bare function would be skipped without a word
+        if not any(hasattr(callback, hook) for hook in ("on_batch_end", "on_epoch_end")):
+            raise TrainingError(
+                f"callback {callback!r} has neither on_batch_end(step, loss) nor "
+                "on_epoch_end(epoch, record, history); give it one of them"
+            )
     if on_nonfinite not in ("raise", "skip"):
         raise TrainingError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
     if resume and checkpoint_dir is None:
@@ -162,6 +201,7 @@ def fit(
     if not isinstance(model, UNet):
         raise TrainingError(f"fit() trains a unetseg UNet, got {type(model).__name__}")
 
+    seed, batch_size, num_workers = int(seed), int(batch_size), int(num_workers)
     start_clock = time.monotonic()
     info = distributed.setup(pick_device(device, distributed.local_rank(), TrainingError))
     try:
@@ -224,9 +264,14 @@ def _fit(
         meta["tta_flips"] = flips
     if ignore_index is None:
         ignore_index = meta.get("ignore_index", getattr(train_data, "ignore_index", None))
-    if class_weights is not None and len(class_weights) != num_classes:
+    if class_weights is not None and (
+        isinstance(class_weights, str)
+        or not hasattr(class_weights, "__len__")
+        or len(class_weights) != num_classes
+    ):
         raise TrainingError(
-            f"class_weights has {len(class_weights)} entries but the model has {num_classes} classes"
+            f"class_weights must hold one weight per class, {num_classes} for this model; "
+            f"got {class_weights!r}"
         )
     loss_fn = make_loss(loss, class_weights=class_weights, ignore_index=ignore_index)
     keyed = setup.is_keyed(train_data)
