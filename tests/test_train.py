@@ -28,9 +28,10 @@ from unetseg import (
     UNet,
 )
 from unetseg import checkpoint as ckpt
-from unetseg._train_setup import MIN_LR_RATIO, amp_dtype, lr_at, trained_flips
+from unetseg._train_setup import MIN_LR_RATIO, amp_dtype, as_pair, lr_at, trained_flips
 from unetseg._utils import cpu_has_fast_bf16
 from unetseg.history import History
+from unetseg.imaging import prepare_image
 from unetseg.train import fit
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -284,6 +285,28 @@ def test_numpy_numbers_are_accepted_as_arguments() -> None:
     history = fit(tiny(), make_pairs(4), np.float32(0.5), epochs=1, seed=np.int64(3),
                   batch_size=np.int64(2), lr=np.float32(1e-3), progress=False)  # fmt: skip
     assert history.best_epoch == 1
+
+
+def test_integer_images_train_on_the_scale_segment_reads_them() -> None:
+    # uint8 pairs trained as 0..255 while segment() feeds the same images as 0..1.
+    image, mask = make_pairs(1)[0]
+    for raw in (
+        (image * 255).round().to(torch.uint8),
+        (image * 255).round().numpy().astype(np.int32),
+    ):
+        trained, _ = as_pair((raw, mask), "item")
+        assert torch.allclose(trained, prepare_image(torch.as_tensor(raw), 1), atol=1e-7)
+
+
+def test_pairs_with_unusable_masks_are_refused_naming_the_item() -> None:
+    image, mask = make_pairs(1)[0]
+    with pytest.raises(DatasetError, match=r"train_data\[0\].*mask of its own size"):
+        fit(tiny(), [(image, mask[:16])] * 2, epochs=1, progress=False, batch_size=1)
+    with pytest.raises(DatasetError, match=r"\(H, W, C\).*transpose"):
+        fit(tiny(3), [(np.zeros((32, 32, 3), np.float32), mask)] * 2, epochs=1, progress=False)
+    with pytest.raises(DatasetError, match="fractional"):  # .long() made 0.5 class 0
+        fit(tiny(), [(image, mask * 0.5)] * 2, epochs=1, progress=False)
+    assert as_pair((image, mask.float()), "item")[1].equal(mask)  # whole floats are fine
 
 
 def test_val_data_mapping_masks_unlike_train_data_is_refused(tmp_path: Path) -> None:

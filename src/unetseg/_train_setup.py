@@ -19,7 +19,8 @@ from torch.utils.data import random_split
 
 from ._utils import autocast_dtype, logger
 from .augment import Augment
-from .errors import DatasetError, TrainingError
+from .errors import DatasetError, ImageError, TrainingError
+from .imaging import to_unit_range
 from .masks import color_hex
 from .model import UNet
 
@@ -91,6 +92,29 @@ def as_pair(item: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise DatasetError(
             f"{where}: expected image (C, H, W) and mask (H, W), got {tuple(image.shape)} "
             f"and {tuple(mask.shape)}"
+        )
+    if image.shape[1:] != mask.shape:
+        fix = (
+            "images are (C, H, W): transpose (H, W, C) arrays with .transpose(2, 0, 1)"
+            if image.shape[:2] == mask.shape
+            else "give each image a mask of its own size"
+        )
+        raise DatasetError(
+            f"{where}: the image has shape {tuple(image.shape)} but its mask "
+            f"{tuple(mask.shape)}; {fix}"
+        )
+    if not image.is_floating_point():
+        # Scaled by the dtype's range, as segment() scales images (prepare_image): uint8
+        # trained as 0..255 would meet 0..1 at inference.
+        try:
+            image = torch.from_numpy(to_unit_range(image.cpu().numpy()))
+        except ImageError as err:
+            raise DatasetError(f"{where}: {err}") from None
+    if mask.is_floating_point() and not bool((mask == mask.round()).all()):
+        # .long() would truncate them: 0.5 becomes class 0 without a word.
+        raise DatasetError(
+            f"{where}: the mask holds fractional values; masks are class indices "
+            "(0, 1, ...), so round or threshold it first"
         )
     return image.float(), mask.long()
 
