@@ -309,6 +309,19 @@ def test_pairs_with_unusable_masks_are_refused_naming_the_item() -> None:
     assert as_pair((image, mask.float()), "item")[1].equal(mask)  # whole floats are fine
 
 
+def test_val_data_with_other_channels_or_labels_is_refused_not_scored_around() -> None:
+    # Other channels failed in the model after a whole training epoch, and labels outside
+    # the classes were dropped from the confusion matrix: pixel accuracy 0.95 for junk.
+    with pytest.raises(TrainingError, match=r"val_data's images have 3 channels"):
+        fit(tiny(), make_pairs(4), make_pairs(2, channels=3), epochs=1, **FAST)
+    val = [(image, mask * 5) for image, mask in make_pairs(2)]
+    with pytest.raises(TrainingError, match=r"labels \[5\] in val_data\[0\]"):
+        fit(tiny(), make_pairs(4), val, epochs=1, **FAST)
+    void = [(image, torch.where(mask == 1, 255, mask)) for image, mask in make_pairs(2)]
+    history = fit(tiny(), make_pairs(4), void, epochs=1, ignore_index=255, **FAST)
+    assert history.epochs[0]["val/pixel_accuracy"] >= 0
+
+
 def test_val_data_mapping_masks_unlike_train_data_is_refused(tmp_path: Path) -> None:
     # A validation set built alone lacks grey level 128: it would call 255 class 1, which
     # is class 2 in training, and score the wrong classes without a word.

@@ -250,7 +250,9 @@ def trained_flips(train_data: Any) -> tuple[str, ...] | None:
     return flips
 
 
-def check_compatible(model: UNet, train_data: Any, seed: int) -> dict[str, Any]:
+def check_compatible(
+    model: UNet, train_data: Any, seed: int, val_data: Any = None
+) -> dict[str, Any]:
     """Fail before training when data and model disagree; return the dataset metadata.
 
     Raises:
@@ -266,14 +268,17 @@ def check_compatible(model: UNet, train_data: Any, seed: int) -> dict[str, Any]:
                 f"{meta.get('in_channels', config.in_channels)}, num_classes="
                 f"{meta.get('num_classes', config.num_classes)})"
             )
-    first = train_data[(0, seed)] if is_keyed(train_data) else train_data[0]
-    image, _ = as_pair(first, "train_data[0]")
-    if image.shape[0] != config.in_channels:
-        raise TrainingError(
-            f"the data's images have {image.shape[0]} channels but the model takes "
-            f"in_channels={config.in_channels}; build the model with "
-            f"UNet(in_channels={image.shape[0]}, ...) or convert the images"
-        )
+    firsts = [("train_data", train_data[(0, seed)] if is_keyed(train_data) else train_data[0])]
+    if val_data is not None:  # else a mismatch would show only after a training epoch
+        firsts.append(("val_data", val_data[0]))
+    for name, first in firsts:
+        image, _ = as_pair(first, f"{name}[0]")
+        if image.shape[0] != config.in_channels:
+            raise TrainingError(
+                f"{name}'s images have {image.shape[0]} channels but the model takes "
+                f"in_channels={config.in_channels}; build the model with "
+                f"UNet(in_channels={image.shape[0]}, ...) or convert the images"
+            )
     return meta
 
 

@@ -260,7 +260,7 @@ def _fit(
         train_data, val_data, seed, patch_size, _default_augment
     )
     setup.check_same_mapping(train_data, val_data)
-    meta = setup.check_compatible(model, train_data, seed)
+    meta = setup.check_compatible(model, train_data, seed, val_data)
     if (flips := setup.trained_flips(train_data)) is not None:
         meta["tta_flips"] = flips
     if ignore_index is None:
