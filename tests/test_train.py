@@ -322,6 +322,22 @@ def test_val_data_with_other_channels_or_labels_is_refused_not_scored_around() -
     assert history.epochs[0]["val/pixel_accuracy"] >= 0
 
 
+def test_models_and_losses_fit_cannot_train_are_named_not_torch_errors() -> None:
+    # Each was a raw RuntimeError/AttributeError from deep inside torch.
+    with pytest.raises(TrainingError, match=r"float64; call model.float\(\)"):
+        fit(tiny().double(), make_pairs(4), epochs=1, **FAST)
+    with pytest.raises(TrainingError, match="float16"):
+        fit(tiny().half(), make_pairs(4), epochs=1, **FAST)
+    with pytest.raises(TrainingError, match="frozen"):
+        fit(tiny().requires_grad_(False), make_pairs(4), epochs=1, **FAST)
+    per_pixel = torch.nn.CrossEntropyLoss(reduction="none")
+    for loss, message in ((per_pixel, r"\(4, 32, 32\), not a scalar"),
+                          (lambda logits, target: 1.0, "returned float"),
+                          (lambda logits, target: logits.mean().detach(), "no gradient")):  # fmt: skip
+        with pytest.raises(TrainingError, match=message):
+            fit(tiny(), make_pairs(4), epochs=1, loss=loss, **FAST)
+
+
 def test_val_data_mapping_masks_unlike_train_data_is_refused(tmp_path: Path) -> None:
     # A validation set built alone lacks grey level 128: it would call 255 class 1, which
     # is class 2 in training, and score the wrong classes without a word.

@@ -27,6 +27,7 @@ __all__ = [
     "all_finite",
     "broadcast_stop",
     "check_labels",
+    "check_loss",
     "current_lr",
     "end_epoch",
     "epoch_batches",
@@ -105,6 +106,24 @@ def all_finite(loss: torch.Tensor, info: distributed.DistInfo, device: torch.dev
     if info.enabled:  # every rank must take the same branch, or DDP's all-reduce hangs
         finite = distributed.all_reduce_sum(finite.to(device), info) / info.world_size
     return bool(finite.item() == 1.0)
+
+
+def check_loss(value: object, loss: object) -> None:
+    """Refuse a loss output that backward() cannot take, naming the loss.
+
+    Raises:
+        TrainingError: not a scalar tensor, or not computed from the logits.
+    """
+    if not isinstance(value, torch.Tensor) or value.dim() != 0:
+        got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise TrainingError(
+            f"loss {loss!r} returned {got}, not a scalar tensor; average it (reduction='mean')"
+        )
+    if not value.requires_grad:
+        raise TrainingError(
+            f"loss {loss!r} returned a tensor with no gradient; compute it from the logits "
+            "with torch operations (no .item(), .detach() or numpy)"
+        )
 
 
 def check_labels(

@@ -201,6 +201,17 @@ def fit(
         raise CheckpointError("resume=True needs checkpoint_dir, the folder to resume from")
     if not isinstance(model, UNet):
         raise TrainingError(f"fit() trains a unetseg UNet, got {type(model).__name__}")
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+    if dtypes != ["float32"]:  # float32 images and autocast meet other weights in a raw error
+        raise TrainingError(
+            f"fit() trains float32 weights (amp= picks mixed precision) but the model's are "
+            f"{'/'.join(dtypes)}; call model.float() first"
+        )
+    if not any(p.requires_grad for p in model.parameters()):
+        raise TrainingError(
+            "every parameter of the model is frozen (requires_grad=False): nothing to "
+            "train; unfreeze some, e.g. model.requires_grad_(True)"
+        )
 
     seed, batch_size, num_workers = int(seed), int(batch_size), int(num_workers)
     start_clock = time.monotonic()
@@ -360,6 +371,7 @@ def _fit(
                 ):
                     logits = net(images)  # (B, K, H, W)
                     loss_value = loss_fn(logits, masks)
+                steps.check_loss(loss_value, loss)
                 finite = steps.all_finite(loss_value, info, dev)
                 optimizer.zero_grad(set_to_none=True)
                 if finite:
