@@ -388,6 +388,22 @@ def test_ctrl_c_saves_interrupted_and_resume_is_bit_identical(tmp_path: Path) ->
     assert same_weights(model, reference)
 
 
+def test_a_checkpoint_dir_that_cannot_be_a_folder_fails_before_training(tmp_path: Path) -> None:
+    # It was a raw FileExistsError from the first save, after an epoch of training.
+    (tmp_path / "file").write_text("not a folder")
+
+    seen: list[int] = []
+
+    class Steps:
+        def on_batch_end(self, step: int, loss: float) -> None:
+            seen.append(step)
+
+    for where in (tmp_path / "file", tmp_path / "file" / "run"):
+        with pytest.raises(CheckpointError, match="cannot hold checkpoints"):
+            fit(tiny(), make_pairs(4), epochs=1, checkpoint_dir=where, callbacks=[Steps()], **FAST)
+    assert not seen
+
+
 def test_resume_refuses_missing_corrupt_or_foreign_checkpoints(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         fit(tiny(), make_pairs(4), epochs=1, checkpoint_dir=tmp_path, resume=True)

@@ -305,6 +305,14 @@ def _fit(
             ckpt.find_latest(ckpt_dir), model, optimizer, scaler, settings
         )
     history = pos.history
+    if ckpt_dir is not None and info.is_main:
+        try:  # now, not after the first epoch's training
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CheckpointError(
+                f"checkpoint_dir {ckpt_dir} cannot hold checkpoints ({err.strerror}); "
+                "pass a folder path"
+            ) from None
 
     net: nn.Module = model
     if info.enabled:
