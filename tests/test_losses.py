@@ -65,6 +65,9 @@ def test_make_loss_names_callables_and_errors() -> None:
         make_loss("focal")
     with pytest.raises(ConfigError, match="class_weights"):
         make_loss("ce", class_weights=[-1.0, 1.0])
+    for not_numbers in ("ab", [None, 1.0], [[1.0], [1.0, 2.0]]):  # were torch's TypeErrors
+        with pytest.raises(ConfigError, match="class_weights"):
+            make_loss("dice_ce", class_weights=not_numbers)  # type: ignore[arg-type]
 
 
 def _one_hot_dice(logits: torch.Tensor, target: torch.Tensor, ignore: int, smooth: float = 1.0):

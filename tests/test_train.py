@@ -28,9 +28,10 @@ from unetseg import (
     UNet,
 )
 from unetseg import checkpoint as ckpt
-from unetseg._train_setup import MIN_LR_RATIO, amp_dtype, lr_at, trained_flips
+from unetseg._train_setup import MIN_LR_RATIO, amp_dtype, as_pair, lr_at, trained_flips
 from unetseg._utils import cpu_has_fast_bf16
 from unetseg.history import History
+from unetseg.imaging import prepare_image
 from unetseg.train import fit
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -266,18 +267,78 @@ def test_bad_arguments_are_refused() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [
-        {"lr": -1e-3}, {"lr": 0.0}, {"lr": math.nan}, {"weight_decay": -1e-4},
-        {"warmup": 1.5}, {"warmup": -0.1}, {"grad_clip": -1.0}, {"grad_clip": 0.0},
-        {"patch_size": 0}, {"seed": -1}, {"num_workers": -1},
-    ],
+    [{"lr": 0.0}, {"lr": -1e-3}, {"lr": math.nan}, {"lr": "1e-3"}, {"weight_decay": -1e-4},
+     {"warmup": math.nan}, {"warmup": 1.5}, {"warmup": -0.1}, {"grad_clip": -1.0},
+     {"grad_clip": 0.0}, {"grad_clip": math.nan}, {"patch_size": 0}, {"batch_size": 2.5},
+     {"batch_size": True}, {"seed": -1}, {"seed": None}, {"num_workers": -1},
+     {"ignore_index": "void"}, {"max_time": "5"}, {"val_data": 0}, {"val_data": 1},
+     {"val_data": True}, {"callbacks": [lambda *args: None]}, {"callbacks": object()},
+     {"class_weights": 2.0}, {"class_weights": "ab"}],
 )  # fmt: skip
-def test_out_of_range_recipe_arguments_are_a_training_error(kwargs: dict[str, Any]) -> None:
-    # Left to torch these were bare ValueErrors, or trained silently wrong: a negative
-    # grad_clip flipped every gradient's sign.
+def test_bad_arguments_are_refused_before_training(kwargs: dict[str, Any]) -> None:
+    # Left to torch these were raw TypeErrors/ValueErrors, or trained silently wrong: a NaN
+    # lr or warmup gave a NaN loss blamed on the data, a negative grad_clip flipped every
+    # gradient's sign, a bare function as a callback was never called.
     name = next(iter(kwargs))
-    with pytest.raises(TrainingError, match=rf"^{name} must be"):
-        fit(tiny(), make_pairs(4), epochs=1, progress=False, **kwargs)
+    with pytest.raises(TrainingError, match=rf"^{name.split('_')[0].rstrip('s')}"):
+        fit(tiny(), make_pairs(4), **{"epochs": 1, **FAST, **kwargs})
+
+
+def test_numpy_numbers_are_accepted_as_arguments() -> None:
+    history = fit(tiny(), make_pairs(4), np.float32(0.5), epochs=1, seed=np.int64(3),
+                  batch_size=np.int64(2), lr=np.float32(1e-3), progress=False)  # fmt: skip
+    assert history.best_epoch == 1
+
+
+def test_integer_images_train_on_the_scale_segment_reads_them() -> None:
+    # uint8 pairs trained as 0..255 while segment() feeds the same images as 0..1.
+    image, mask = make_pairs(1)[0]
+    for raw in (
+        (image * 255).round().to(torch.uint8),
+        (image * 255).round().numpy().astype(np.int32),
+    ):
+        trained, _ = as_pair((raw, mask), "item")
+        assert torch.allclose(trained, prepare_image(torch.as_tensor(raw), 1), atol=1e-7)
+
+
+def test_pairs_with_unusable_masks_are_refused_naming_the_item() -> None:
+    image, mask = make_pairs(1)[0]
+    with pytest.raises(DatasetError, match=r"train_data\[0\].*mask of its own size"):
+        fit(tiny(), [(image, mask[:16])] * 2, epochs=1, progress=False, batch_size=1)
+    with pytest.raises(DatasetError, match=r"\(H, W, C\).*transpose"):
+        fit(tiny(3), [(np.zeros((32, 32, 3), np.float32), mask)] * 2, epochs=1, progress=False)
+    with pytest.raises(DatasetError, match="fractional"):  # .long() made 0.5 class 0
+        fit(tiny(), [(image, mask * 0.5)] * 2, epochs=1, progress=False)
+    assert as_pair((image, mask.float()), "item")[1].equal(mask)  # whole floats are fine
+
+
+def test_val_data_with_other_channels_or_labels_is_refused_not_scored_around() -> None:
+    # Other channels failed in the model after a whole training epoch, and labels outside
+    # the classes were dropped from the confusion matrix: pixel accuracy 0.95 for junk.
+    with pytest.raises(TrainingError, match=r"val_data's images have 3 channels"):
+        fit(tiny(), make_pairs(4), make_pairs(2, channels=3), epochs=1, **FAST)
+    val = [(image, mask * 5) for image, mask in make_pairs(2)]
+    with pytest.raises(TrainingError, match=r"labels \[5\] in val_data\[0\]"):
+        fit(tiny(), make_pairs(4), val, epochs=1, **FAST)
+    void = [(image, torch.where(mask == 1, 255, mask)) for image, mask in make_pairs(2)]
+    history = fit(tiny(), make_pairs(4), void, epochs=1, ignore_index=255, **FAST)
+    assert history.epochs[0]["val/pixel_accuracy"] >= 0
+
+
+def test_models_and_losses_fit_cannot_train_are_named_not_torch_errors() -> None:
+    # Each was a raw RuntimeError/AttributeError from deep inside torch.
+    with pytest.raises(TrainingError, match=r"float64; call model.float\(\)"):
+        fit(tiny().double(), make_pairs(4), epochs=1, **FAST)
+    with pytest.raises(TrainingError, match="float16"):
+        fit(tiny().half(), make_pairs(4), epochs=1, **FAST)
+    with pytest.raises(TrainingError, match="frozen"):
+        fit(tiny().requires_grad_(False), make_pairs(4), epochs=1, **FAST)
+    per_pixel = torch.nn.CrossEntropyLoss(reduction="none")
+    for loss, message in ((per_pixel, r"\(4, 32, 32\), not a scalar"),
+                          (lambda logits, target: 1.0, "returned float"),
+                          (lambda logits, target: logits.mean().detach(), "no gradient")):  # fmt: skip
+        with pytest.raises(TrainingError, match=message):
+            fit(tiny(), make_pairs(4), epochs=1, loss=loss, **FAST)
 
 
 def test_val_data_mapping_masks_unlike_train_data_is_refused(tmp_path: Path) -> None:
@@ -328,6 +389,22 @@ def test_ctrl_c_saves_interrupted_and_resume_is_bit_identical(tmp_path: Path) ->
     assert len(history) == 3 and history.steps == 6
     assert len(data.keys) == 1 + 8 * 3 - 3 * 4  # only the 3 batches after the interrupt ran
     assert same_weights(model, reference)
+
+
+def test_a_checkpoint_dir_that_cannot_be_a_folder_fails_before_training(tmp_path: Path) -> None:
+    # It was a raw FileExistsError from the first save, after an epoch of training.
+    (tmp_path / "file").write_text("not a folder")
+
+    seen: list[int] = []
+
+    class Steps:
+        def on_batch_end(self, step: int, loss: float) -> None:
+            seen.append(step)
+
+    for where in (tmp_path / "file", tmp_path / "file" / "run"):
+        with pytest.raises(CheckpointError, match="cannot hold checkpoints"):
+            fit(tiny(), make_pairs(4), epochs=1, checkpoint_dir=where, callbacks=[Steps()], **FAST)
+    assert not seen
 
 
 def test_resume_refuses_missing_corrupt_or_foreign_checkpoints(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "all_finite",
     "broadcast_stop",
     "check_labels",
+    "check_loss",
     "current_lr",
     "end_epoch",
     "epoch_batches",
@@ -74,6 +75,8 @@ def validate(
     with torch.no_grad():
         for index in range(info.rank, len(val_data), info.world_size):
             image, mask = as_pair(val_data[index], f"val_data[{index}]")
+            # The confusion matrix skips such labels: the scores would leave them out silently.
+            _refuse_labels(mask, num_classes, ignore_index, f"in val_data[{index}]")
             with torch.autocast(
                 device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)
             ):
@@ -105,6 +108,24 @@ def all_finite(loss: torch.Tensor, info: distributed.DistInfo, device: torch.dev
     return bool(finite.item() == 1.0)
 
 
+def check_loss(value: object, loss: object) -> None:
+    """Refuse a loss output that backward() cannot take, naming the loss.
+
+    Raises:
+        TrainingError: not a scalar tensor, or not computed from the logits.
+    """
+    if not isinstance(value, torch.Tensor) or value.dim() != 0:
+        got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise TrainingError(
+            f"loss {loss!r} returned {got}, not a scalar tensor; average it (reduction='mean')"
+        )
+    if not value.requires_grad:
+        raise TrainingError(
+            f"loss {loss!r} returned a tensor with no gradient; compute it from the logits "
+            "with torch operations (no .item(), .detach() or numpy)"
+        )
+
+
 def check_labels(
     masks: torch.Tensor, num_classes: int, ignore_index: int | None, step: int
 ) -> None:
@@ -113,13 +134,19 @@ def check_labels(
     Raises:
         TrainingError: naming the labels, the step and the fix.
     """
+    _refuse_labels(masks, num_classes, ignore_index, f"at step {step + 1}")
+
+
+def _refuse_labels(
+    masks: torch.Tensor, num_classes: int, ignore_index: int | None, where: str
+) -> None:
     bad = (masks < 0) | (masks >= num_classes)
     if ignore_index is not None:
         bad &= masks != ignore_index
     if bool(bad.any()):
         values = sorted({int(v) for v in torch.unique(masks[bad])[:10]})
         raise TrainingError(
-            f"mask labels {values} at step {step + 1} are outside the model's classes "
+            f"mask labels {values} {where} are outside the model's classes "
             f"0..{num_classes - 1}; build the model with more classes, or pass ignore_index "
             "for a void label (SegmentationDataset maps 0/255 and grey masks for you)"
         )

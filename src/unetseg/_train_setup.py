@@ -1,5 +1,6 @@
 """What ``fit()`` settles before its loop: data, precision and the learning-rate schedule.
 
+``check_arguments`` and ``check_model`` refuse what cannot train before anything is built;
 ``apply_ignore_index`` reads ``fit(ignore_index=...)``'s value as void in data sets built
 without one; ``resolve_data`` splits off validation data and adds the default augmentation;
 ``check_compatible`` and ``check_same_mapping`` refuse data that disagrees with the model
@@ -10,15 +11,17 @@ or with itself, before any step runs; ``amp_dtype`` picks mixed precision per de
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.data import random_split
 
 from ._utils import autocast_dtype, logger
 from .augment import Augment
-from .errors import DatasetError, TrainingError
+from .errors import DatasetError, ImageError, TrainingError
+from .imaging import to_unit_range
 from .masks import color_hex
 from .model import UNet
 
@@ -29,7 +32,8 @@ __all__ = [
     "apply_ignore_index",
     "as_pair",
     "check_compatible",
-    "check_recipe",
+    "check_arguments",
+    "check_model",
     "check_same_mapping",
     "collate",
     "is_keyed",
@@ -46,47 +50,102 @@ MAPPING_FIELDS = ("mask_encoding", "mask_values", "class_colors", "num_classes")
 # --------------------------------------------------------------------------- arguments
 
 
-def check_recipe(
+def check_arguments(
     *,
-    lr: float,
-    weight_decay: float,
-    warmup: float,
-    grad_clip: float | None,
-    patch_size: int,
-    seed: int,
-    num_workers: int,
+    epochs: Any,
+    max_time: Any,
+    batch_size: Any,
+    lr: Any,
+    weight_decay: Any,
+    warmup: Any,
+    grad_clip: Any,
+    patch_size: Any,
+    seed: Any,
+    num_workers: Any,
+    ignore_index: Any,
+    callbacks: Any,
+    on_nonfinite: Any,
 ) -> None:
-    """Refuse ``fit()`` arguments out of range before anything is built.
+    """Refuse ``fit()`` arguments of the wrong type or out of range before anything is built.
 
-    Left to torch, some fail deep inside with a bare ``ValueError`` (a negative ``lr``,
-    ``seed`` or ``num_workers``) and some train silently wrong: a negative ``grad_clip``
-    flips every gradient's sign, ``warmup`` past 1 never reaches the peak rate.
+    Left to torch, some fail deep inside with a bare ``TypeError``/``ValueError`` (a
+    negative ``seed``, ``lr="1e-3"``) and some train silently wrong: a NaN ``lr`` shows as a
+    NaN loss blamed on the data, a negative ``grad_clip`` flips every gradient's sign,
+    ``warmup`` past 1 never reaches the peak rate, a bare function as a callback is never
+    called. numpy numbers are accepted.
 
     Raises:
-        TrainingError: a value of the wrong type or out of range, naming it.
+        TrainingError: naming the argument, its value and what it must be.
     """
+
+    def integer(value: object) -> bool:  # bool is an int, and a flag passed by mistake
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
     def number(value: object) -> bool:
         return (
-            not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+            isinstance(value, numbers.Real)
+            and not isinstance(value, bool)
+            and math.isfinite(float(value))
         )
 
-    def integer(value: object) -> bool:
-        return not isinstance(value, bool) and isinstance(value, int)
+    def at_least(value: Any, low: float) -> bool:
+        return number(value) and value >= low
 
     checks = (
+        ("epochs", epochs, epochs is None or (integer(epochs) and at_least(epochs, 1)),
+         "a positive integer or None"),
+        ("max_time", max_time, max_time is None or (number(max_time) and max_time > 0),
+         "a positive number of seconds or None"),
+        ("batch_size", batch_size, integer(batch_size) and at_least(batch_size, 1),
+         "an integer >= 1"),
         ("lr", lr, number(lr) and lr > 0, "a positive number"),
-        ("weight_decay", weight_decay, number(weight_decay) and weight_decay >= 0, "a number >= 0"),
-        ("warmup", warmup, number(warmup) and 0 <= warmup < 1, "a fraction of the run in [0, 1)"),
+        ("weight_decay", weight_decay, at_least(weight_decay, 0), "a number >= 0"),
+        ("warmup", warmup, at_least(warmup, 0) and warmup < 1, "a fraction of the run in [0, 1)"),
         ("grad_clip", grad_clip, grad_clip is None or (number(grad_clip) and grad_clip > 0),
          "a positive max norm, or None"),
-        ("patch_size", patch_size, integer(patch_size) and patch_size >= 1, "a positive integer"),
-        ("seed", seed, integer(seed) and seed >= 0, "an integer >= 0"),
-        ("num_workers", num_workers, integer(num_workers) and num_workers >= 0, "an integer >= 0"),
+        ("patch_size", patch_size, integer(patch_size) and at_least(patch_size, 1),
+         "a positive integer"),
+        # numpy's SeedSequence takes no negative seed, torch none of 2**63 or more.
+        ("seed", seed, integer(seed) and at_least(seed, 0) and seed < 2**63,
+         "an integer in [0, 2**63)"),
+        ("num_workers", num_workers, integer(num_workers) and at_least(num_workers, 0),
+         "an integer >= 0"),
+        ("ignore_index", ignore_index, ignore_index is None or integer(ignore_index),
+         "an integer or None"),
+        ("on_nonfinite", on_nonfinite, on_nonfinite in ("raise", "skip"), "'raise' or 'skip'"),
+        ("callbacks", callbacks, isinstance(callbacks, (list, tuple)),
+         "a list (pass [callback])"),
     )  # fmt: skip
     for name, value, ok, expected in checks:
         if not ok:
             raise TrainingError(f"{name} must be {expected}, got {value!r}")
+    for callback in cast("list[Any]", callbacks):  # a bare function would be skipped silently
+        if not any(hasattr(callback, hook) for hook in ("on_batch_end", "on_epoch_end")):
+            raise TrainingError(
+                f"callback {callback!r} has neither on_batch_end(step, loss) nor "
+                "on_epoch_end(epoch, record, history); give it one of them"
+            )
+
+
+def check_model(model: object) -> None:
+    """Refuse a model ``fit()`` cannot train, before torch fails on it with a raw error.
+
+    Raises:
+        TrainingError: not a ``UNet``, weights other than float32, or every one frozen.
+    """
+    if not isinstance(model, UNet):
+        raise TrainingError(f"fit() trains a unetseg UNet, got {type(model).__name__}")
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+    if dtypes != ["float32"]:  # float32 images and autocast meet other weights in a raw error
+        raise TrainingError(
+            f"fit() trains float32 weights (amp= picks mixed precision) but the model's are "
+            f"{'/'.join(dtypes)}; call model.float() first"
+        )
+    if not any(p.requires_grad for p in model.parameters()):
+        raise TrainingError(
+            "every parameter of the model is frozen (requires_grad=False): nothing to "
+            "train; unfreeze some, e.g. model.requires_grad_(True)"
+        )
 
 
 # --------------------------------------------------------------------------- precision
@@ -137,6 +196,29 @@ def as_pair(item: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise DatasetError(
             f"{where}: expected image (C, H, W) and mask (H, W), got {tuple(image.shape)} "
             f"and {tuple(mask.shape)}"
+        )
+    if image.shape[1:] != mask.shape:
+        fix = (
+            "images are (C, H, W): transpose (H, W, C) arrays with .transpose(2, 0, 1)"
+            if image.shape[:2] == mask.shape
+            else "give each image a mask of its own size"
+        )
+        raise DatasetError(
+            f"{where}: the image has shape {tuple(image.shape)} but its mask "
+            f"{tuple(mask.shape)}; {fix}"
+        )
+    if not image.is_floating_point():
+        # Scaled by the dtype's range, as segment() scales images (prepare_image): uint8
+        # trained as 0..255 would meet 0..1 at inference.
+        try:
+            image = torch.from_numpy(to_unit_range(image.cpu().numpy()))
+        except ImageError as err:
+            raise DatasetError(f"{where}: {err}") from None
+    if mask.is_floating_point() and not bool((mask == mask.round()).all()):
+        # .long() would truncate them: 0.5 becomes class 0 without a word.
+        raise DatasetError(
+            f"{where}: the mask holds fractional values; masks are class indices "
+            "(0, 1, ...), so round or threshold it first"
         )
     return image.float(), mask.long()
 
@@ -227,9 +309,16 @@ def resolve_data(
         TrainingError: a fraction outside (0, 1), or too few items to split.
         DatasetError: empty data.
     """
-    if isinstance(val_data, float):
-        if not 0.0 < val_data < 1.0:
-            raise TrainingError(f"val_data as a fraction must be in (0, 1), got {val_data}")
+    # Any number is meant as a fraction (np.float32, or 0 and 1 typed as ints), not a dataset.
+    if isinstance(val_data, numbers.Number):
+        if isinstance(val_data, bool) or not (
+            isinstance(val_data, numbers.Real) and 0.0 < float(val_data) < 1.0
+        ):
+            raise TrainingError(
+                f"val_data as a fraction must be in (0, 1), got {val_data!r}; pass None "
+                "for no validation"
+            )
+        val_data = float(val_data)
         if hasattr(train_data, "split"):
             train_data, val_data = train_data.split(val_fraction=val_data, seed=seed)
         else:
@@ -265,7 +354,9 @@ def trained_flips(train_data: Any) -> tuple[str, ...] | None:
     return flips
 
 
-def check_compatible(model: UNet, train_data: Any, seed: int) -> dict[str, Any]:
+def check_compatible(
+    model: UNet, train_data: Any, seed: int, val_data: Any = None
+) -> dict[str, Any]:
     """Fail before training when data and model disagree; return the dataset metadata.
 
     Raises:
@@ -281,14 +372,17 @@ def check_compatible(model: UNet, train_data: Any, seed: int) -> dict[str, Any]:
                 f"{meta.get('in_channels', config.in_channels)}, num_classes="
                 f"{meta.get('num_classes', config.num_classes)})"
             )
-    first = train_data[(0, seed)] if is_keyed(train_data) else train_data[0]
-    image, _ = as_pair(first, "train_data[0]")
-    if image.shape[0] != config.in_channels:
-        raise TrainingError(
-            f"the data's images have {image.shape[0]} channels but the model takes "
-            f"in_channels={config.in_channels}; build the model with "
-            f"UNet(in_channels={image.shape[0]}, ...) or convert the images"
-        )
+    firsts = [("train_data", train_data[(0, seed)] if is_keyed(train_data) else train_data[0])]
+    if val_data is not None:  # else a mismatch would show only after a training epoch
+        firsts.append(("val_data", val_data[0]))
+    for name, first in firsts:
+        image, _ = as_pair(first, f"{name}[0]")
+        if image.shape[0] != config.in_channels:
+            raise TrainingError(
+                f"{name}'s images have {image.shape[0]} channels but the model takes "
+                f"in_channels={config.in_channels}; build the model with "
+                f"UNet(in_channels={image.shape[0]}, ...) or convert the images"
+            )
     return meta
 
 

@@ -27,7 +27,12 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def _weights_tensor(class_weights: Sequence[float] | torch.Tensor | None) -> torch.Tensor | None:
     if class_weights is None:
         return None
-    weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
+    try:
+        weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(
+            f"class_weights must be numbers, one per class; got {class_weights!r}"
+        ) from None
     if not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
         raise ConfigError(
             f"class_weights must be finite, non-negative and not all zero; got {weights.tolist()}"

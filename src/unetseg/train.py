@@ -99,7 +99,8 @@ def fit(
     Args:
         model: a ``UNet`` (anything with a ``config`` like ``UNetConfig``).
         train_data: a ``SegmentationDataset`` (patches, augmentation and metadata by
-            default), or any dataset of ``(image (C, H, W), mask (H, W))`` pairs.
+            default), or any dataset of ``(image (C, H, W), mask (H, W))`` pairs
+            (integer images are scaled by their dtype's range, as ``segment()`` does).
         val_data: a dataset scored every epoch (a ``SegmentationDataset`` built with
             ``like=train_data``, so its masks map to the same classes), or a fraction of
             ``train_data`` split off with ``seed``; None for no validation.
@@ -146,28 +147,20 @@ def fit(
         DatasetError: empty or malformed data, or ``val_data`` that maps mask values to
             classes unlike ``train_data`` (build it with ``like=train_data``).
     """
-    if epochs is not None and (
-        isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1
-    ):
-        raise TrainingError(f"epochs must be a positive integer or None, got {epochs!r}")
-    if max_time is not None and not (max_time > 0 and math.isfinite(max_time)):
-        raise TrainingError(f"max_time must be a positive number of seconds, got {max_time!r}")
+    setup.check_arguments(
+        epochs=epochs, max_time=max_time, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip, patch_size=patch_size,
+        seed=seed, num_workers=num_workers, ignore_index=ignore_index, callbacks=callbacks,
+        on_nonfinite=on_nonfinite,
+    )  # fmt: skip
     if epochs is None and max_time is None:
         max_time = DEFAULT_MAX_TIME
         logger.info("neither epochs nor max_time given: training for %.0f s", max_time)
-    if batch_size < 1:
-        raise TrainingError(f"batch_size must be >= 1, got {batch_size}")
-    if on_nonfinite not in ("raise", "skip"):
-        raise TrainingError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
-    setup.check_recipe(
-        lr=lr, weight_decay=weight_decay, warmup=warmup, grad_clip=grad_clip,
-        patch_size=patch_size, seed=seed, num_workers=num_workers,
-    )  # fmt: skip
     if resume and checkpoint_dir is None:
         raise CheckpointError("resume=True needs checkpoint_dir, the folder to resume from")
-    if not isinstance(model, UNet):
-        raise TrainingError(f"fit() trains a unetseg UNet, got {type(model).__name__}")
+    setup.check_model(model)
 
+    seed, batch_size, num_workers = int(seed), int(batch_size), int(num_workers)
     start_clock = time.monotonic()
     info = distributed.setup(pick_device(device, distributed.local_rank(), TrainingError))
     try:
@@ -225,14 +218,19 @@ def _fit(
         train_data, val_data, seed, patch_size, _default_augment
     )
     setup.check_same_mapping(train_data, val_data)
-    meta = setup.check_compatible(model, train_data, seed)
+    meta = setup.check_compatible(model, train_data, seed, val_data)
     if (flips := setup.trained_flips(train_data)) is not None:
         meta["tta_flips"] = flips
     if ignore_index is None:
         ignore_index = meta.get("ignore_index", getattr(train_data, "ignore_index", None))
-    if class_weights is not None and len(class_weights) != num_classes:
+    if class_weights is not None and (
+        isinstance(class_weights, str)
+        or not hasattr(class_weights, "__len__")
+        or len(class_weights) != num_classes
+    ):
         raise TrainingError(
-            f"class_weights has {len(class_weights)} entries but the model has {num_classes} classes"
+            f"class_weights must hold one weight per class, {num_classes} for this model; "
+            f"got {class_weights!r}"
         )
     loss_fn = make_loss(loss, class_weights=class_weights, ignore_index=ignore_index)
     keyed = setup.is_keyed(train_data)
@@ -254,6 +252,14 @@ def _fit(
             ckpt.find_latest(ckpt_dir), model, optimizer, scaler, settings
         )
     history = pos.history
+    if ckpt_dir is not None and info.is_main:
+        try:  # now, not after the first epoch's training
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CheckpointError(
+                f"checkpoint_dir {ckpt_dir} cannot hold checkpoints ({err.strerror}); "
+                "pass a folder path"
+            ) from None
 
     net: nn.Module = model
     if info.enabled:
@@ -320,6 +326,7 @@ def _fit(
                 ):
                     logits = net(images)  # (B, K, H, W)
                     loss_value = loss_fn(logits, masks)
+                steps.check_loss(loss_value, loss)
                 finite = steps.all_finite(loss_value, info, dev)
                 optimizer.zero_grad(set_to_none=True)
                 if finite:
