@@ -219,6 +219,19 @@ def test_elastic_deformation_warps_image_and_mask_alike() -> None:
     assert moved >= 5  # the field really displaces pixels
 
 
+def test_zoom_then_elastic_mask_edges_still_follow_the_image() -> None:
+    # Zoom and elastic warp both resample: the mask must be rounded to labels once, after
+    # both, or its edges drift off the twice-interpolated image's (a pixel on fine blocks).
+    mask = (block_masks(1, (64, 64))[0] > 1).astype(np.uint8)
+    augment = Augment(patch_size=24, scale=(0.5, 2.0), elastic=5.0, elastic_spacing=8, **NO_JITTER)
+    ds = SegmentationDataset(
+        [mask.astype(np.float32)], [mask], mean=[0.0], std=[1.0], augment=augment
+    )
+    for seed in range(6):
+        image, target = ds[(0, seed)]
+        torch.testing.assert_close(target, (image[0] > 0.5).long())
+
+
 def test_elastic_arguments_are_validated() -> None:
     with pytest.raises(ConfigError, match="elastic"):
         Augment(elastic=-1.0)
