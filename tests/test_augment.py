@@ -201,6 +201,17 @@ def test_intensity_jitter_changes_values_but_not_shape() -> None:
     assert torch.isfinite(image).all()
 
 
+def test_augment_leaves_the_callers_tensors_unchanged() -> None:
+    # The jitter works in place; on a view of the caller's image it would compound epoch
+    # after epoch on in-memory data.
+    image, mask = torch.rand(1, 32, 32), torch.zeros(32, 32, dtype=torch.int64)
+    before = image.clone()
+    for size in (None, (16, 32), 32):
+        for seed in range(4):
+            Augment(patch_size=size, flip=False)(image, mask, np.random.default_rng(seed))
+    assert torch.equal(image, before)
+
+
 def test_elastic_deformation_warps_image_and_mask_alike() -> None:
     plain = Augment(patch_size=32, scale=None, flip=False, rotate90=False, **NO_JITTER)
     warped = Augment(

@@ -298,7 +298,8 @@ class Augment:
             img, lab = _deform([img, lab], self.elastic, self.elastic_spacing, rng)
         if values is not None:
             lab = _resample_labels(values, lab)
-        img = self._jitter(np.ascontiguousarray(img, dtype=np.float32), rng)
+        # A copy: the jitter works in place, and img may still be the caller's tensor's memory.
+        img = self._jitter(np.array(img, dtype=np.float32, order="C"), rng)
         return torch.from_numpy(img), torch.from_numpy(np.ascontiguousarray(lab, dtype=np.int64))
 
     def _jitter(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
