@@ -201,6 +201,17 @@ def test_intensity_jitter_changes_values_but_not_shape() -> None:
     assert torch.isfinite(image).all()
 
 
+def test_augment_leaves_the_callers_tensors_unchanged() -> None:
+    # The jitter works in place; on a view of the caller's image it would compound epoch
+    # after epoch on in-memory data.
+    image, mask = torch.rand(1, 32, 32), torch.zeros(32, 32, dtype=torch.int64)
+    before = image.clone()
+    for size in (None, (16, 32), 32):
+        for seed in range(4):
+            Augment(patch_size=size, flip=False)(image, mask, np.random.default_rng(seed))
+    assert torch.equal(image, before)
+
+
 def test_elastic_deformation_warps_image_and_mask_alike() -> None:
     plain = Augment(patch_size=32, scale=None, flip=False, rotate90=False, **NO_JITTER)
     warped = Augment(
@@ -217,6 +228,19 @@ def test_elastic_deformation_warps_image_and_mask_alike() -> None:
         moved += int(not torch.equal(mask, base[(seed % 3, seed)][1]))
         torch.testing.assert_close(ds[(seed % 3, seed)], (image, mask))  # seeded
     assert moved >= 5  # the field really displaces pixels
+
+
+def test_zoom_then_elastic_mask_edges_still_follow_the_image() -> None:
+    # Zoom and elastic warp both resample: the mask must be rounded to labels once, after
+    # both, or its edges drift off the twice-interpolated image's (a pixel on fine blocks).
+    mask = (block_masks(1, (64, 64))[0] > 1).astype(np.uint8)
+    augment = Augment(patch_size=24, scale=(0.5, 2.0), elastic=5.0, elastic_spacing=8, **NO_JITTER)
+    ds = SegmentationDataset(
+        [mask.astype(np.float32)], [mask], mean=[0.0], std=[1.0], augment=augment
+    )
+    for seed in range(6):
+        image, target = ds[(0, seed)]
+        torch.testing.assert_close(target, (image[0] > 0.5).long())
 
 
 def test_elastic_arguments_are_validated() -> None:

@@ -37,6 +37,25 @@ def test_ignored_pixels_do_not_count(loss_cls: type[torch.nn.Module]) -> None:
     assert logits.grad[:, :, :4].abs().max() == 0
 
 
+@pytest.mark.parametrize("loss_cls", [CrossEntropyLoss, DiceCELoss])
+def test_a_batch_with_no_pixel_to_count_costs_no_cross_entropy(
+    loss_cls: type[torch.nn.Module],
+) -> None:
+    # An unlabelled image (all void), or a patch of one zero-weight class: torch's mean is
+    # 0 / 0, a NaN that fit() would report as divergence.
+    logits, target = _batch()
+    cases = [
+        ({"ignore_index": 255}, torch.full_like(target, 255)),
+        ({"class_weights": [0.0, 1.0, 1.0]}, torch.zeros_like(target)),
+    ]
+    for options, labels in cases:
+        value = loss_cls(**options)(logits, labels)
+        (grad,) = torch.autograd.grad(value, logits)
+        assert torch.isfinite(grad).all()
+        dice = DiceLoss(**options)(logits, labels) if loss_cls is DiceCELoss else 0.0
+        assert torch.allclose(value, torch.as_tensor(dice))
+
+
 def test_dice_is_zero_for_a_perfect_prediction_and_positive_otherwise() -> None:
     target = torch.randint(0, 3, (2, 16, 16))
     perfect = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 50

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -276,20 +275,31 @@ class Augment:
             top, bottom, left, right = pads
             img = np.pad(img, ((0, 0), (top, bottom), (left, right)))
             lab = np.pad(lab, ((top, bottom), (left, right)), constant_values=self.pad_label)
-        if self.patch_size is not None:
-            assert not isinstance(self.patch_size, int)  # normalised in __post_init__
-            if lab.shape != self.patch_size:
-                img, lab = _resize(img, lab, *self.patch_size)
+        size = self.patch_size
+        assert not isinstance(size, int)  # normalised in __post_init__
+        resize_to = size if size is not None and lab.shape != size else None
+        values = None
+        if resize_to is not None or self.elastic > 0:
+            # Resampled, the mask travels as one indicator plane per label (see
+            # _resample_labels) and becomes labels once, at the end: rounding after the
+            # zoom and again after the elastic warp would move edges off the image's.
+            values = np.unique(lab)
+            lab = (lab[None] == values[:, None, None]).astype(np.float32)  # (L, h, w)
+        if resize_to is not None:
+            img, lab = _resize(img, *resize_to), _resize(lab, *resize_to)
         if self.flip and rng.random() < 0.5:
-            img, lab = img[:, :, ::-1], lab[:, ::-1]
+            img, lab = img[..., ::-1], lab[..., ::-1]
         if self.vflip and rng.random() < 0.5:
-            img, lab = img[:, ::-1], lab[::-1]
-        if self.rotate90 and lab.shape[0] == lab.shape[1]:
+            img, lab = img[..., ::-1, :], lab[..., ::-1, :]
+        if self.rotate90 and lab.shape[-2] == lab.shape[-1]:
             turns = int(rng.integers(4))
-            img, lab = np.rot90(img, turns, axes=(1, 2)), np.rot90(lab, turns)
+            img, lab = np.rot90(img, turns, axes=(-2, -1)), np.rot90(lab, turns, axes=(-2, -1))
         if self.elastic > 0:
-            img, lab = _deform(img, lab, self.elastic, self.elastic_spacing, rng)
-        img = self._jitter(np.ascontiguousarray(img, dtype=np.float32), rng)
+            img, lab = _deform([img, lab], self.elastic, self.elastic_spacing, rng)
+        if values is not None:
+            lab = _resample_labels(values, lab)
+        # A copy: the jitter works in place, and img may still be the caller's tensor's memory.
+        img = self._jitter(np.array(img, dtype=np.float32, order="C"), rng)
         return torch.from_numpy(img), torch.from_numpy(np.ascontiguousarray(lab, dtype=np.int64))
 
     def _jitter(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -335,30 +345,18 @@ class Augment:
         return self.finish(image_cut, mask_cut, pads, rng)
 
 
-def _resize(
-    image: np.ndarray, mask: np.ndarray, out_h: int, out_w: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Resize a (C, h, w) image bilinearly, and an (h, w) mask so its edges follow the image.
-
-    Bilinear uses half-pixel centres, as torch's ``align_corners=False``. The mask is
-    resized by ``_resample_labels`` with the same taps, so no new label values appear and
-    label edges land where the image's edges land.
-    """
-    in_h, in_w = mask.shape
-    rows0, rows1, wy = _linear_taps(in_h, out_h)
-    cols0, cols1, wx = _linear_taps(in_w, out_w)
+def _resize(planes: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Resize (N, h, w) planes bilinearly, with half-pixel centres as torch's ``align_corners=False``."""
+    rows0, rows1, wy = _linear_taps(planes.shape[1], out_h)
+    cols0, cols1, wx = _linear_taps(planes.shape[2], out_w)
     wy = wy[:, None]
-
-    def bilinear(planes: np.ndarray) -> np.ndarray:  # (N, h, w) -> (N, out_h, out_w)
-        tall = planes[:, rows0] * (1 - wy) + planes[:, rows1] * wy
-        out: np.ndarray = tall[:, :, cols0] * (1 - wx) + tall[:, :, cols1] * wx
-        return out
-
-    return bilinear(image).astype(np.float32, copy=False), _resample_labels(mask, bilinear)
+    tall = planes[:, rows0] * (1 - wy) + planes[:, rows1] * wy
+    out: np.ndarray = tall[:, :, cols0] * (1 - wx) + tall[:, :, cols1] * wx
+    return out.astype(np.float32, copy=False)
 
 
-def _resample_labels(mask: np.ndarray, bilinear: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Resample an (h, w) label mask with ``bilinear``, keeping edges where the image's are.
+def _resample_labels(values: np.ndarray, indicators: np.ndarray) -> np.ndarray:
+    """Labels from resampled (L, h, w) indicator planes of the label ``values``.
 
     Each output pixel takes the label whose interpolated indicator is largest.
     Nearest-neighbour sampling would move every label edge by up to half a pixel at random
@@ -366,9 +364,7 @@ def _resample_labels(mask: np.ndarray, bilinear: Callable[[np.ndarray], np.ndarr
     jitter is label noise the model cannot fit. Interpolating each label's indicator keeps
     edges where the image has them, and the argmax still yields only existing labels.
     """
-    values = np.unique(mask)
-    indicators = (mask[None] == values[:, None, None]).astype(np.float32)
-    labels: np.ndarray = values[bilinear(indicators).argmax(axis=0)]
+    labels: np.ndarray = values[indicators.argmax(axis=0)]
     return labels
 
 
@@ -381,22 +377,18 @@ def _linear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, n
 
 
 def _deform(
-    image: np.ndarray, mask: np.ndarray, sigma: float, spacing: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Warp a (C, h, w) image and its (h, w) mask (``_resample_labels``) by a smooth random field.
+    planes: list[np.ndarray], sigma: float, spacing: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Warp (N, h, w) planes (an image, a mask's indicators) alike by a smooth random field.
 
     Displacements are drawn at control points ``spacing`` pixels apart and interpolated
     bilinearly, so neighbouring pixels move together and thin structures stay connected.
     Samples that fall outside take the nearest edge pixel.
     """
-    height, width = mask.shape
+    height, width = planes[0].shape[-2:]
     grid_h, grid_w = height // spacing + 2, width // spacing + 2
     coarse = rng.normal(0.0, sigma, size=(2, grid_h, grid_w)).astype(np.float32)
-    rows0, rows1, wy = _linear_taps(grid_h, height)
-    cols0, cols1, wx = _linear_taps(grid_w, width)
-    wy = wy[:, None]
-    tall = coarse[:, rows0] * (1 - wy) + coarse[:, rows1] * wy
-    shift = tall[:, :, cols0] * (1 - wx) + tall[:, :, cols1] * wx  # (2, h, w) pixels
+    shift = _resize(coarse, height, width)  # (2, h, w) pixels
     src_y = np.clip(np.arange(height, dtype=np.float32)[:, None] + shift[0], 0, height - 1)
     src_x = np.clip(np.arange(width, dtype=np.float32)[None, :] + shift[1], 0, width - 1)
     y0 = np.floor(src_y).astype(np.int64)
@@ -405,13 +397,13 @@ def _deform(
     x1 = np.minimum(x0 + 1, width - 1)
     fy, fx = src_y - y0, src_x - x0
 
-    def bilinear(planes: np.ndarray) -> np.ndarray:  # (N, h, w) sampled at (src_y, src_x)
+    def bilinear(array: np.ndarray) -> np.ndarray:  # (N, h, w) sampled at (src_y, src_x)
         out: np.ndarray = (
-            planes[:, y0, x0] * ((1 - fy) * (1 - fx))
-            + planes[:, y0, x1] * ((1 - fy) * fx)
-            + planes[:, y1, x0] * (fy * (1 - fx))
-            + planes[:, y1, x1] * (fy * fx)
+            array[:, y0, x0] * ((1 - fy) * (1 - fx))
+            + array[:, y0, x1] * ((1 - fy) * fx)
+            + array[:, y1, x0] * (fy * (1 - fx))
+            + array[:, y1, x1] * (fy * fx)
         )
-        return out
+        return out.astype(np.float32, copy=False)
 
-    return bilinear(image).astype(np.float32, copy=False), _resample_labels(mask, bilinear)
+    return [bilinear(array) for array in planes]

@@ -40,8 +40,30 @@ def _weights_tensor(class_weights: Sequence[float] | torch.Tensor | None) -> tor
     return weights
 
 
+def _mean_nll(
+    log_probs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore: int
+) -> torch.Tensor:
+    """``F.nll_loss``'s weighted mean over the counted pixels, and 0 when none count.
+
+    Torch divides by the counted pixels' total weight, which is 0 in a batch that is all
+    ``ignore_index`` (an unlabelled image, a patch of void) or all of zero-weight classes;
+    its 0 / 0 = NaN would stop ``fit()`` as if training had diverged.
+    """
+    total = F.nll_loss(log_probs, target, weight=weight, ignore_index=ignore, reduction="sum")
+    counted = target != ignore
+    if weight is None:
+        denominator = counted.sum().to(total.dtype)
+    else:  # labels outside the classes have already failed in nll_loss
+        classes = target.clamp(0, weight.numel() - 1)
+        denominator = (weight[classes] * counted).sum()
+    return total / torch.where(denominator > 0, denominator, 1.0)
+
+
 class CrossEntropyLoss(nn.Module):
     """Pixel-wise cross-entropy, averaged over the pixels that are not ``ignore_index``.
+
+    A batch with no pixel to count (all ``ignore_index``, or all of zero-weight classes)
+    has loss 0.
 
     Args:
         class_weights: optional weight per class (length K).
@@ -69,7 +91,7 @@ class CrossEntropyLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weight = self.weight_on(logits.device)
         # float32 loss whatever the autocast dtype: bf16/fp16 log-softmax loses small losses.
-        return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=self.ignore)
+        return _mean_nll(logits.float().log_softmax(dim=1), target, weight, self.ignore)
 
 
 class DiceLoss(nn.Module):
@@ -155,7 +177,7 @@ class DiceCELoss(nn.Module):
         # One log-softmax serves both terms (cross_entropy is nll_loss of log_softmax).
         log_probs = logits.float().log_softmax(dim=1)
         weight = self.ce.weight_on(logits.device)
-        ce = F.nll_loss(log_probs, target, weight=weight, ignore_index=self.ce.ignore)
+        ce = _mean_nll(log_probs, target, weight, self.ce.ignore)
         dice = self.dice.from_probs(log_probs.exp(), target)
         return ce + self.dice_weight * dice
 
