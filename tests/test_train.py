@@ -371,6 +371,21 @@ def test_logging_and_progress(caplog: pytest.LogCaptureFixture, capsys: Any) -> 
     assert "epoch 1" in capsys.readouterr().err
 
 
+def test_plain_pairs_for_a_model_that_normalises_are_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # segment() normalises with the config's statistics; plain pairs train as given.
+    model = tiny()
+    model.config = model.config.replace(image_mean=(0.4,), image_std=(0.2,))
+    with caplog.at_level(logging.WARNING, logger="unetseg"):
+        fit(model, make_pairs(4), epochs=1, **FAST)
+    assert any("image_mean=[0.4]" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="unetseg"):
+        fit(tiny(), make_pairs(4), epochs=1, **FAST)
+    assert not [r for r in caplog.records if "image_mean" in r.getMessage()]
+
+
 def test_ctrl_c_saves_interrupted_and_resume_is_bit_identical(tmp_path: Path) -> None:
     reference, data, val = build()
     fit(reference, data, val, epochs=3, **FAST)

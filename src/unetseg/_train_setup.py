@@ -383,6 +383,15 @@ def check_compatible(
                 f"in_channels={config.in_channels}; build the model with "
                 f"UNet(in_channels={image.shape[0]}, ...) or convert the images"
             )
+    if "image_mean" not in meta and config.image_mean is not None:
+        # Plain pairs train as given, but segment() will normalise with the config's
+        # statistics (from an earlier fit): the two would disagree without a word.
+        logger.warning(
+            "train_data gives (image, mask) pairs as they are, but segment() normalises "
+            "images with the model's image_mean=%s, image_std=%s; normalise the pairs the "
+            "same way (or train a SegmentationDataset built with like=model)",
+            list(config.image_mean), list(config.image_std or ()),
+        )  # fmt: skip
     return meta
 
 

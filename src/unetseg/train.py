@@ -100,7 +100,8 @@ def fit(
         model: a ``UNet`` (anything with a ``config`` like ``UNetConfig``).
         train_data: a ``SegmentationDataset`` (patches, augmentation and metadata by
             default), or any dataset of ``(image (C, H, W), mask (H, W))`` pairs
-            (integer images are scaled by their dtype's range, as ``segment()`` does).
+            (integer images are scaled by their dtype's range, as ``segment()`` does; no
+            normalisation, so a model whose config has ``image_mean`` gets a warning).
         val_data: a dataset scored every epoch (a ``SegmentationDataset`` built with
             ``like=train_data``, so its masks map to the same classes), or a fraction of
             ``train_data`` split off with ``seed``; None for no validation.
