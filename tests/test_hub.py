@@ -17,6 +17,7 @@ import huggingface_hub
 import pytest
 import torch
 from huggingface_hub import HfApi
+from huggingface_hub.hf_api import RepoUrl
 from safetensors.torch import load_file, save_file
 
 from unetseg import ConfigError, UNet, WeightsError, _locate, hub, safe_load
@@ -570,9 +571,9 @@ def test_push_to_hub_uploads_only_the_checkpoint(
     calls: dict[str, Any] = {}
     uploaded = tmp_path / "uploaded"
 
-    def create_repo(self: HfApi, repo_id: str, **kwargs: Any) -> str:
+    def create_repo(self: HfApi, repo_id: str, **kwargs: Any) -> RepoUrl:
         calls["create"] = (repo_id, kwargs, self.token)
-        return f"https://huggingface.co/{repo_id}"
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
 
     def upload_folder(self: HfApi, **kwargs: Any) -> Any:
         calls["upload"] = kwargs
@@ -605,3 +606,35 @@ def test_push_to_hub_uploads_only_the_checkpoint(
     assert 'UNet.from_pretrained("org/name")' in card and "| 2 | membrane | 255 |" in card
     loaded = UNet.from_pretrained(uploaded)
     assert torch.equal(outputs(loaded), outputs(model))
+
+
+@pytest.fixture
+def hub_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
+    """Mocked Hub for user "alice": the calls made, and the uploaded folder's copy."""
+    calls: dict[str, Any] = {"uploaded": tmp_path / "uploaded"}
+
+    def create_repo(self: HfApi, repo_id: str, **kwargs: Any) -> RepoUrl:
+        calls["create"] = repo_id, kwargs
+        return RepoUrl(
+            "https://huggingface.co/" + (repo_id if "/" in repo_id else f"alice/{repo_id}")
+        )
+
+    def upload_folder(self: HfApi, **kwargs: Any) -> Any:
+        calls["upload"] = kwargs
+        shutil.copytree(kwargs["folder_path"], calls["uploaded"])
+        pr = "https://hf.co/alice/name/discussions/1" if kwargs["create_pr"] else None
+        return types.SimpleNamespace(commit_url="https://hf.co/alice/name/commit/1", pr_url=pr)
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+def test_push_to_a_bare_name_uses_the_hubs_full_id(hub_calls: dict[str, Any]) -> None:
+    url = trained_tiny().push_to_hub("name", revision="dev", create_pr=True)
+    assert url == "https://hf.co/alice/name/discussions/1"
+    upload = hub_calls["upload"]
+    assert upload["repo_id"] == "alice/name"
+    assert upload["revision"] == "dev" and upload["create_pr"] is True
+    card = (hub_calls["uploaded"] / "README.md").read_text()
+    assert 'UNet.from_pretrained("alice/name")' in card  # "name" alone would not load

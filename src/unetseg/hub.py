@@ -296,7 +296,10 @@ class HubMixin(_Base):
             The URL of the commit (or pull request).
         """
         api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        # The Hub's own id ("name" becomes "user/name"), so the card's usage snippet works.
+        repo_id = api.create_repo(
+            repo_id, private=private, exist_ok=True, repo_type="model"
+        ).repo_id
         with tempfile.TemporaryDirectory(prefix="unetseg-push-") as tmp:
             self.save_pretrained(
                 tmp, repo_id=repo_id, license=license, datasets=datasets, tags=tags
