@@ -638,3 +638,24 @@ def test_push_to_a_bare_name_uses_the_hubs_full_id(hub_calls: dict[str, Any]) ->
     assert upload["revision"] == "dev" and upload["create_pr"] is True
     card = (hub_calls["uploaded"] / "README.md").read_text()
     assert 'UNet.from_pretrained("alice/name")' in card  # "name" alone would not load
+
+
+def test_failed_push_is_a_weights_error(
+    hub_calls: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def no_write_access(self: HfApi, **kwargs: Any) -> Any:
+        calls["folder"] = Path(kwargs["folder_path"])
+        raise huggingface_hub.errors.LocalTokenNotFoundError("Token is required")
+
+    calls: dict[str, Path] = {}
+    monkeypatch.setattr(HfApi, "upload_folder", no_write_access)
+    with pytest.raises(WeightsError, match=r"cannot push to Hub model repo 'alice/name'.*token"):
+        trained_tiny().push_to_hub("alice/name", token="hf_x")
+    assert not calls["folder"].exists()  # no temp files left behind
+
+    def invalid(self: HfApi, repo_id: str, **kwargs: Any) -> Any:
+        huggingface_hub.utils.validate_repo_id(repo_id)
+
+    monkeypatch.setattr(HfApi, "create_repo", invalid)
+    with pytest.raises(WeightsError, match=r"'bad id!'"):
+        trained_tiny().push_to_hub("bad id!")
