@@ -138,6 +138,15 @@ def test_save_refuses_a_config_that_no_longer_fits(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_save_refuses_weights_that_would_never_load(tmp_path: Path, dtype: torch.dtype) -> None:
+    model = UNet(1, 3, base_channels=4, depth=2).to(dtype)
+    with pytest.raises(WeightsError, match=rf"{dtype}.*model\.float\(\)"):
+        model.save_pretrained(tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    UNet.from_pretrained(model.float().save_pretrained(tmp_path / "x"))
+
+
 def test_save_to_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(WeightsError, match=r"is a file"):

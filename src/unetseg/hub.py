@@ -134,7 +134,8 @@ class HubMixin(_Base):
 
         Raises:
             ConfigError: ``model.config`` no longer describes the model's layers.
-            WeightsError: the folder cannot be written.
+            WeightsError: the weights are not in the default dtype (after ``model.half()``,
+                say), or the folder cannot be written.
         """
         folder = Path(save_directory).expanduser()
         if folder.exists() and not folder.is_dir():
@@ -176,6 +177,14 @@ class HubMixin(_Base):
                 f"model.config does not describe this model's layers (differs at "
                 f"{', '.join(wrong[:8])}); only change metadata fields with config.replace(), "
                 "or build a new UNet for a new architecture"
+            )
+        # from_pretrained builds the model in the default dtype and refuses other dtypes, so
+        # weights saved after model.half() would never load.
+        dtypes = sorted({f"{state[k].dtype}" for k in state if state[k].dtype != expected[k].dtype})
+        if dtypes:
+            raise WeightsError(
+                f"the model's weights are {', '.join(dtypes)} but from_pretrained() loads "
+                f"{torch.get_default_dtype()}; call model.float() before saving"
             )
 
     @classmethod
