@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from unetseg import UNetConfig
+from unetseg import ConfigError, UNet, UNetConfig
 from unetseg.model_card import DEFAULT_TAGS, render_model_card
 
 CONFIG = UNetConfig(
@@ -80,3 +83,15 @@ def test_bare_config_gets_a_plain_card() -> None:
     assert "| 0 | class 0 |" in card and "## Validation metrics" not in card
     assert "normalised" not in card and "ignored" not in card
     assert "path/to/this/folder" in card
+
+
+def test_tags_datasets_and_licence_must_be_strings(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"tags=\['em'\]"):
+        render_model_card(CONFIG, tags="em")  # not the tags "e" and "m"
+    with pytest.raises(ConfigError, match=r"datasets=\['isbi'\]"):
+        UNet(CONFIG).save_pretrained(tmp_path / "x", datasets="isbi")
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ConfigError, match=r"tags"):
+        render_model_card(CONFIG, tags=["em", 3])  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match=r"license"):
+        render_model_card(CONFIG, license=1)  # type: ignore[arg-type]

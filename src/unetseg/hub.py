@@ -133,7 +133,8 @@ class HubMixin(_Base):
             The folder.
 
         Raises:
-            ConfigError: ``model.config`` no longer describes the model's layers.
+            ConfigError: ``model.config`` no longer describes the model's layers, or
+                ``datasets``/``tags`` is not a list of strings.
             WeightsError: the weights are not in the default dtype (after ``model.half()``,
                 say), or the folder cannot be written.
         """
@@ -305,7 +306,8 @@ class HubMixin(_Base):
             The URL of the commit (or pull request).
 
         Raises:
-            ConfigError: ``model.config`` no longer describes the model's layers.
+            ConfigError: ``model.config`` no longer describes the model's layers, or
+                ``datasets``/``tags`` is not a list of strings.
             WeightsError: the Hub refused or failed the request (no token or write access,
                 an invalid repo id, a ``revision`` branch that does not exist, ...). The
                 three files go up in one commit, so the repo never holds a mix of old and new.

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 from .config import UNetConfig
+from .errors import ConfigError
 from .masks import color_hex
 
 __all__ = ["DEFAULT_TAGS", "render_model_card"]
@@ -45,6 +46,13 @@ def _cell(value: object) -> str:
     # Table cells: one line, and a "|" must not start a new column.
     text = " ".join(str(value).split())
     return text.replace("\\", "\\\\").replace("|", "\\|") or " "
+
+
+def _check_strings(what: str, values: Sequence[object]) -> None:
+    # A bare string is a Sequence[str] too: tags="em" would become the tags "e" and "m".
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        hint = f"; pass {what}=[{values!r}] for one" if isinstance(values, str) else ""
+        raise ConfigError(f"{what} must be a list of strings, got {values!r}{hint}")
 
 
 def _front_matter(license: str | None, datasets: Sequence[str], tags: Sequence[str]) -> list[str]:
@@ -122,7 +130,15 @@ def render_model_card(
 
     Returns:
         The text of ``README.md``.
+
+    Raises:
+        ConfigError: ``license`` is not a string, or ``datasets`` or ``tags`` is not a list
+            of strings (a bare string, say).
     """
+    if license is not None and not isinstance(license, str):
+        raise ConfigError(f"license must be a string such as 'mit', got {license!r}")
+    _check_strings("datasets", datasets)
+    _check_strings("tags", tags)
     c = config
     title = repo_id.rsplit("/", 1)[-1] if repo_id else "U-Net segmentation model"
     source = repo_id or "path/to/this/folder"
