@@ -95,3 +95,11 @@ def test_tags_datasets_and_licence_must_be_strings(tmp_path: Path) -> None:
         render_model_card(CONFIG, tags=["em", 3])  # type: ignore[list-item]
     with pytest.raises(ConfigError, match=r"license"):
         render_model_card(CONFIG, license=1)  # type: ignore[arg-type]
+
+
+def test_characters_beyond_the_bmp_stay_whole_in_the_yaml() -> None:
+    card = render_model_card(CONFIG, license="🙂", datasets=["🧫 cells"], tags=["a😀b"])
+    meta = front_matter(card)
+    assert meta["license"] == "🙂" and meta["datasets"] == ["🧫 cells"]
+    assert meta["tags"] == [*DEFAULT_TAGS, "a😀b"]
+    assert ModelCard(card).data.to_dict()["tags"][-1] == "a😀b"  # the Hub's parser too

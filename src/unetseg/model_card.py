@@ -39,7 +39,11 @@ def _yaml_str(value: str) -> str:
         "n",
     }:
         return value
-    return json.dumps(value, ensure_ascii=True)
+    # JSON would write a character beyond U+FFFF (an emoji) as a surrogate pair, which YAML
+    # parsers read as two invalid characters (the Hub's cannot encode them); YAML's own \U
+    # escape keeps it one character.
+    escaped = (f"\\U{ord(c):08x}" if ord(c) > 0xFFFF else json.dumps(c)[1:-1] for c in value)
+    return '"' + "".join(escaped) + '"'
 
 
 def _cell(value: object) -> str:
