@@ -46,10 +46,15 @@ def _yaml_str(value: str) -> str:
     return '"' + "".join(escaped) + '"'
 
 
+# Markdown and HTML syntax: "|" would start a new column, "<road>" would vanish as an HTML
+# tag, "_background_" turn italic, "&lt;" become "<". A backslash makes each one literal.
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>&|~])")
+
+
 def _cell(value: object) -> str:
-    # Table cells: one line, and a "|" must not start a new column.
+    # Table cells and list items: one line, shown exactly as written.
     text = " ".join(str(value).split())
-    return text.replace("\\", "\\\\").replace("|", "\\|") or " "
+    return _MARKDOWN.sub(r"\\\1", text) or " "
 
 
 def _check_strings(what: str, values: Sequence[object]) -> None:
