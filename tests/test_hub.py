@@ -17,6 +17,7 @@ import huggingface_hub
 import pytest
 import torch
 from huggingface_hub import HfApi
+from huggingface_hub.hf_api import RepoUrl
 from safetensors.torch import load_file, save_file
 
 from unetseg import ConfigError, UNet, WeightsError, _locate, hub, safe_load
@@ -135,6 +136,15 @@ def test_save_refuses_a_config_that_no_longer_fits(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"head"):
         model.save_pretrained(tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_save_refuses_weights_that_would_never_load(tmp_path: Path, dtype: torch.dtype) -> None:
+    model = UNet(1, 3, base_channels=4, depth=2).to(dtype)
+    with pytest.raises(WeightsError, match=rf"{dtype}.*model\.float\(\)"):
+        model.save_pretrained(tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    UNet.from_pretrained(model.float().save_pretrained(tmp_path / "x"))
 
 
 def test_save_to_a_file_is_refused(tmp_path: Path) -> None:
@@ -570,9 +580,9 @@ def test_push_to_hub_uploads_only_the_checkpoint(
     calls: dict[str, Any] = {}
     uploaded = tmp_path / "uploaded"
 
-    def create_repo(self: HfApi, repo_id: str, **kwargs: Any) -> str:
+    def create_repo(self: HfApi, repo_id: str, **kwargs: Any) -> RepoUrl:
         calls["create"] = (repo_id, kwargs, self.token)
-        return f"https://huggingface.co/{repo_id}"
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
 
     def upload_folder(self: HfApi, **kwargs: Any) -> Any:
         calls["upload"] = kwargs
@@ -605,3 +615,56 @@ def test_push_to_hub_uploads_only_the_checkpoint(
     assert 'UNet.from_pretrained("org/name")' in card and "| 2 | membrane | 255 |" in card
     loaded = UNet.from_pretrained(uploaded)
     assert torch.equal(outputs(loaded), outputs(model))
+
+
+@pytest.fixture
+def hub_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
+    """Mocked Hub for user "alice": the calls made, and the uploaded folder's copy."""
+    calls: dict[str, Any] = {"uploaded": tmp_path / "uploaded"}
+
+    def create_repo(self: HfApi, repo_id: str, **kwargs: Any) -> RepoUrl:
+        calls["create"] = repo_id, kwargs
+        return RepoUrl(
+            "https://huggingface.co/" + (repo_id if "/" in repo_id else f"alice/{repo_id}")
+        )
+
+    def upload_folder(self: HfApi, **kwargs: Any) -> Any:
+        calls["upload"] = kwargs
+        shutil.copytree(kwargs["folder_path"], calls["uploaded"])
+        pr = "https://hf.co/alice/name/discussions/1" if kwargs["create_pr"] else None
+        return types.SimpleNamespace(commit_url="https://hf.co/alice/name/commit/1", pr_url=pr)
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+def test_push_to_a_bare_name_uses_the_hubs_full_id(hub_calls: dict[str, Any]) -> None:
+    url = trained_tiny().push_to_hub("name", revision="dev", create_pr=True)
+    assert url == "https://hf.co/alice/name/discussions/1"
+    upload = hub_calls["upload"]
+    assert upload["repo_id"] == "alice/name"
+    assert upload["revision"] == "dev" and upload["create_pr"] is True
+    card = (hub_calls["uploaded"] / "README.md").read_text()
+    assert 'UNet.from_pretrained("alice/name")' in card  # "name" alone would not load
+
+
+def test_failed_push_is_a_weights_error(
+    hub_calls: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def no_write_access(self: HfApi, **kwargs: Any) -> Any:
+        calls["folder"] = Path(kwargs["folder_path"])
+        raise huggingface_hub.errors.LocalTokenNotFoundError("Token is required")
+
+    calls: dict[str, Path] = {}
+    monkeypatch.setattr(HfApi, "upload_folder", no_write_access)
+    with pytest.raises(WeightsError, match=r"cannot push to Hub model repo 'alice/name'.*token"):
+        trained_tiny().push_to_hub("alice/name", token="hf_x")
+    assert not calls["folder"].exists()  # no temp files left behind
+
+    def invalid(self: HfApi, repo_id: str, **kwargs: Any) -> Any:
+        huggingface_hub.utils.validate_repo_id(repo_id)
+
+    monkeypatch.setattr(HfApi, "create_repo", invalid)
+    with pytest.raises(WeightsError, match=r"'bad id!'"):
+        trained_tiny().push_to_hub("bad id!")

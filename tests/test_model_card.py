@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from unetseg import UNetConfig
+from unetseg import ConfigError, UNet, UNetConfig
 from unetseg.model_card import DEFAULT_TAGS, render_model_card
 
 CONFIG = UNetConfig(
@@ -67,7 +70,7 @@ def test_classes_table_has_names_values_and_colours() -> None:
 
 def test_metrics_preprocessing_and_usage() -> None:
     card = render_model_card(CONFIG, repo_id="org/cars", datasets=["Cityscapes subset"])
-    assert "| mean_iou | 0.8123 |" in card and "| pixel_accuracy | 0.9500 |" in card
+    assert "| mean\\_iou | 0.8123 |" in card and "| pixel\\_accuracy | 0.9500 |" in card
     assert "mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)" in card
     assert "- 3 channel(s)" in card and "multiple of 4" in card
     assert "## Training data\n\n- Cityscapes subset" in card
@@ -80,3 +83,37 @@ def test_bare_config_gets_a_plain_card() -> None:
     assert "| 0 | class 0 |" in card and "## Validation metrics" not in card
     assert "normalised" not in card and "ignored" not in card
     assert "path/to/this/folder" in card
+
+
+def test_tags_datasets_and_licence_must_be_strings(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"tags=\['em'\]"):
+        render_model_card(CONFIG, tags="em")  # not the tags "e" and "m"
+    with pytest.raises(ConfigError, match=r"datasets=\['isbi'\]"):
+        UNet(CONFIG).save_pretrained(tmp_path / "x", datasets="isbi")
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ConfigError, match=r"tags"):
+        render_model_card(CONFIG, tags=["em", 3])  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match=r"license"):
+        render_model_card(CONFIG, license=1)  # type: ignore[arg-type]
+
+
+def test_characters_beyond_the_bmp_stay_whole_in_the_yaml() -> None:
+    card = render_model_card(CONFIG, license="🙂", datasets=["🧫 cells"], tags=["a😀b"])
+    meta = front_matter(card)
+    assert meta["license"] == "🙂" and meta["datasets"] == ["🧫 cells"]
+    assert meta["tags"] == [*DEFAULT_TAGS, "a😀b"]
+    assert ModelCard(card).data.to_dict()["tags"][-1] == "a😀b"  # the Hub's parser too
+
+
+def test_markdown_and_html_in_names_are_shown_literally() -> None:
+    names = ("_background_", "<void>", "a&lt;b", "*car*", "x`y", "[z](u)")
+    config = UNetConfig(
+        num_classes=6, base_channels=4, depth=2, class_names=names, metrics={"iou/<void>": 0.5}
+    )
+    card = render_model_card(config, datasets=["<data>"])
+    assert "| 0 | \\_background\\_ |" in card  # not italic
+    assert "| 1 | \\<void\\> |" in card  # not an HTML tag the renderer drops
+    assert "| 2 | a\\&lt;b |" in card  # not the entity "<"
+    assert "| 3 | \\*car\\* |" in card and "| 4 | x\\`y |" in card
+    assert "| 5 | \\[z\\](u) |" in card  # not a link
+    assert "| iou/\\<void\\> | 0.5000 |" in card and "- \\<data\\>" in card

@@ -133,8 +133,10 @@ class HubMixin(_Base):
             The folder.
 
         Raises:
-            ConfigError: ``model.config`` no longer describes the model's layers.
-            WeightsError: the folder cannot be written.
+            ConfigError: ``model.config`` no longer describes the model's layers, or
+                ``datasets``/``tags`` is not a list of strings.
+            WeightsError: the weights are not in the default dtype (after ``model.half()``,
+                say), or the folder cannot be written.
         """
         folder = Path(save_directory).expanduser()
         if folder.exists() and not folder.is_dir():
@@ -176,6 +178,14 @@ class HubMixin(_Base):
                 f"model.config does not describe this model's layers (differs at "
                 f"{', '.join(wrong[:8])}); only change metadata fields with config.replace(), "
                 "or build a new UNet for a new architecture"
+            )
+        # from_pretrained builds the model in the default dtype and refuses other dtypes, so
+        # weights saved after model.half() would never load.
+        dtypes = sorted({f"{state[k].dtype}" for k in state if state[k].dtype != expected[k].dtype})
+        if dtypes:
+            raise WeightsError(
+                f"the model's weights are {', '.join(dtypes)} but from_pretrained() loads "
+                f"{torch.get_default_dtype()}; call model.float() before saving"
             )
 
     @classmethod
@@ -294,23 +304,47 @@ class HubMixin(_Base):
 
         Returns:
             The URL of the commit (or pull request).
+
+        Raises:
+            ConfigError: ``model.config`` no longer describes the model's layers, or
+                ``datasets``/``tags`` is not a list of strings.
+            WeightsError: the Hub refused or failed the request (no token or write access,
+                an invalid repo id, a ``revision`` branch that does not exist, ...). The
+                three files go up in one commit, so the repo never holds a mix of old and new.
         """
         api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        try:
+            # The Hub's own id ("name" becomes "user/name"), so the card's usage snippet works.
+            repo_id = api.create_repo(
+                repo_id, private=private, exist_ok=True, repo_type="model"
+            ).repo_id
+        except (OSError, ValueError) as err:  # HTTP errors, no token, an invalid id
+            raise _push_error(repo_id, err) from err
         with tempfile.TemporaryDirectory(prefix="unetseg-push-") as tmp:
             self.save_pretrained(
                 tmp, repo_id=repo_id, license=license, datasets=datasets, tags=tags
             )
-            info = api.upload_folder(
-                repo_id=repo_id,
-                folder_path=tmp,
-                repo_type="model",
-                commit_message=commit_message,
-                revision=revision,
-                create_pr=create_pr,
-            )
+            try:
+                info = api.upload_folder(
+                    repo_id=repo_id,
+                    folder_path=tmp,
+                    repo_type="model",
+                    commit_message=commit_message,
+                    revision=revision,
+                    create_pr=create_pr,
+                )
+            except (OSError, ValueError) as err:
+                raise _push_error(repo_id, err) from err
         url = getattr(info, "pr_url", None) or getattr(info, "commit_url", "")
         return str(url)
+
+
+def _push_error(repo_id: str, err: Exception) -> WeightsError:
+    return WeightsError(
+        f"cannot push to Hub model repo {repo_id!r}: {err}. Check the repo id, that your "
+        "token can write to it (`hf auth login` or token=), and that revision= names an "
+        "existing branch"
+    )
 
 
 def _differing(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> set[str]:

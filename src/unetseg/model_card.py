@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 from .config import UNetConfig
+from .errors import ConfigError
 from .masks import color_hex
 
 __all__ = ["DEFAULT_TAGS", "render_model_card"]
@@ -38,13 +39,29 @@ def _yaml_str(value: str) -> str:
         "n",
     }:
         return value
-    return json.dumps(value, ensure_ascii=True)
+    # JSON would write a character beyond U+FFFF (an emoji) as a surrogate pair, which YAML
+    # parsers read as two invalid characters (the Hub's cannot encode them); YAML's own \U
+    # escape keeps it one character.
+    escaped = (f"\\U{ord(c):08x}" if ord(c) > 0xFFFF else json.dumps(c)[1:-1] for c in value)
+    return '"' + "".join(escaped) + '"'
+
+
+# Markdown and HTML syntax: "|" would start a new column, "<road>" would vanish as an HTML
+# tag, "_background_" turn italic, "&lt;" become "<". A backslash makes each one literal.
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>&|~])")
 
 
 def _cell(value: object) -> str:
-    # Table cells: one line, and a "|" must not start a new column.
+    # Table cells and list items: one line, shown exactly as written.
     text = " ".join(str(value).split())
-    return text.replace("\\", "\\\\").replace("|", "\\|") or " "
+    return _MARKDOWN.sub(r"\\\1", text) or " "
+
+
+def _check_strings(what: str, values: Sequence[object]) -> None:
+    # A bare string is a Sequence[str] too: tags="em" would become the tags "e" and "m".
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        hint = f"; pass {what}=[{values!r}] for one" if isinstance(values, str) else ""
+        raise ConfigError(f"{what} must be a list of strings, got {values!r}{hint}")
 
 
 def _front_matter(license: str | None, datasets: Sequence[str], tags: Sequence[str]) -> list[str]:
@@ -122,7 +139,15 @@ def render_model_card(
 
     Returns:
         The text of ``README.md``.
+
+    Raises:
+        ConfigError: ``license`` is not a string, or ``datasets`` or ``tags`` is not a list
+            of strings (a bare string, say).
     """
+    if license is not None and not isinstance(license, str):
+        raise ConfigError(f"license must be a string such as 'mit', got {license!r}")
+    _check_strings("datasets", datasets)
+    _check_strings("tags", tags)
     c = config
     title = repo_id.rsplit("/", 1)[-1] if repo_id else "U-Net segmentation model"
     source = repo_id or "path/to/this/folder"
