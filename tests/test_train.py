@@ -284,10 +284,14 @@ def test_bad_arguments_are_refused_before_training(kwargs: dict[str, Any]) -> No
         fit(tiny(), make_pairs(4), **{"epochs": 1, **FAST, **kwargs})
 
 
-def test_numpy_numbers_are_accepted_as_arguments() -> None:
-    history = fit(tiny(), make_pairs(4), np.float32(0.5), epochs=1, seed=np.int64(3),
-                  batch_size=np.int64(2), lr=np.float32(1e-3), progress=False)  # fmt: skip
+def test_numpy_numbers_are_accepted_as_arguments(tmp_path: Path) -> None:
+    # They also reach the checkpoint's JSON: that was a raw TypeError after the first epoch.
+    history = fit(tiny(), make_pairs(4), np.float32(0.5), epochs=np.int64(1), seed=np.int64(3),
+                  batch_size=np.int64(2), lr=np.float32(1e-3), weight_decay=np.float32(0),
+                  max_time=np.float32(60), grad_clip=np.float32(1), progress=False,
+                  checkpoint_dir=tmp_path)  # fmt: skip
     assert history.best_epoch == 1
+    assert ckpt.read_checkpoint(tmp_path / "last.safetensors").state["epoch"] == 1
 
 
 def test_integer_images_train_on_the_scale_segment_reads_them() -> None:

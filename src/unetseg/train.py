@@ -160,7 +160,13 @@ def fit(
         raise CheckpointError("resume=True needs checkpoint_dir, the folder to resume from")
     setup.check_model(model)
 
+    # Plain Python numbers: numpy ones reach the checkpoint's JSON (settings, the optimizer's
+    # param groups), which cannot hold them.
     seed, batch_size, num_workers = int(seed), int(batch_size), int(num_workers)
+    lr, weight_decay, warmup = float(lr), float(weight_decay), float(warmup)
+    epochs = int(epochs) if epochs is not None else None
+    max_time = float(max_time) if max_time is not None else None
+    grad_clip = float(grad_clip) if grad_clip is not None else None
     start_clock = time.monotonic()
     info = distributed.setup(pick_device(device, distributed.local_rank(), TrainingError))
     try:
