@@ -22,11 +22,14 @@ def test_round_trip(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty", "pickle"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "state", "garbage", "empty", "pickle"])
 def test_damaged_files_are_refused(tmp_path: Path, damage: str) -> None:
     path = ckpt.write_checkpoint(tmp_path / "last.safetensors", _sample())
     blob = bytearray(path.read_bytes())
-    if damage == "truncate":
+    if damage == "state":  # still valid JSON: "step": 3 becomes 7 (was loaded silently)
+        at = blob.index(b"step") + blob[blob.index(b"step") :].index(b"3")
+        blob[at] = ord("7")
+    elif damage == "truncate":
         blob = blob[: len(blob) - 10]
     elif damage == "flip":
         blob[-3] ^= 0xFF
