@@ -90,6 +90,10 @@ def write_checkpoint(path: str | os.PathLike[str], checkpoint: Checkpoint) -> Pa
 
     Returns:
         The path written.
+
+    Raises:
+        CheckpointError: the file cannot be written (a full disk, say); any previous
+            checkpoint at ``path`` is left intact.
     """
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in checkpoint.tensors.items()}
@@ -100,8 +104,14 @@ def write_checkpoint(path: str | os.PathLike[str], checkpoint: Checkpoint) -> Pa
     _, body = _split(draft, path)
     meta = {"format": FORMAT, "sha256": _digest(state_json, body), "state": state_json}
     blob = st_save(tensors, metadata={_META_KEY: json.dumps(meta)})
-    with atomic_write(path, "wb") as handle:
-        cast(IO[bytes], handle).write(blob)
+    try:
+        with atomic_write(path, "wb") as handle:
+            cast(IO[bytes], handle).write(blob)
+    except OSError as err:
+        raise CheckpointError(
+            f"{path}: cannot write checkpoint ({err.strerror or err}); the previous one, if "
+            "any, is intact: free disk space or pass another checkpoint_dir, then resume=True"
+        ) from None
     return path
 
 

@@ -143,7 +143,8 @@ def fit(
         TrainingError: bad arguments (out-of-range values, a device this machine lacks),
             data and model disagreeing, a non-finite loss.
         ConfigError: an unknown ``loss`` name or invalid ``class_weights`` values.
-        CheckpointError: ``resume=True`` without a complete checkpoint, or a corrupt one.
+        CheckpointError: ``resume=True`` without a complete checkpoint, a corrupt one, or
+            a checkpoint that cannot be written (a full disk; the previous one stays).
         DatasetError: empty or malformed data, or ``val_data`` that maps mask values to
             classes unlike ``train_data`` (build it with ``like=train_data``).
     """
