@@ -395,6 +395,22 @@ def test_ctrl_c_saves_interrupted_and_resume_is_bit_identical(tmp_path: Path) ->
     assert same_weights(model, reference)
 
 
+def test_resume_never_picks_an_older_runs_interrupted_checkpoint(tmp_path: Path) -> None:
+    class Interrupt:
+        def on_batch_end(self, step: int, loss: float) -> None:
+            if step == 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny(), make_pairs(8), epochs=2, checkpoint_dir=tmp_path, callbacks=[Interrupt()],
+            batch_size=2, progress=False)  # fmt: skip
+    # A new run in the same folder (1 step so far, then killed): resume went back to the
+    # old run's interrupted.safetensors, which had more steps.
+    fit(tiny(), make_pairs(4, seed=5), epochs=1, checkpoint_dir=tmp_path, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.safetensors"]
+    assert ckpt.find_latest(tmp_path).state["step"] == 1
+
+
 def test_a_checkpoint_dir_that_cannot_be_a_folder_fails_before_training(tmp_path: Path) -> None:
     # It was a raw FileExistsError from the first save, after an epoch of training.
     (tmp_path / "file").write_text("not a folder")

@@ -298,6 +298,10 @@ def _fit(
             model, optimizer, scaler, best_state, snapshot, settings
         )
         ckpt.write_checkpoint(ckpt_dir / f"{name}.safetensors", checkpoint)
+        if name == "last":
+            # Older than this one, perhaps left by another run in this folder: resume takes
+            # the highest step, so a stale one with more steps would win.
+            (ckpt_dir / "interrupted.safetensors").unlink(missing_ok=True)
 
     stop_reason: str | None = None
     try:
