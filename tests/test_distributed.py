@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from test_train import BUILD, SRC
-from unetseg import UNet
+from unetseg import TrainingError, UNet
 from unetseg.distributed import DistInfo, all_reduce_sum, broadcast_floats, setup
 from unetseg.metrics import confusion_matrix, scores_from_confusion
 
@@ -55,6 +55,17 @@ def test_single_process_helpers_are_no_ops(monkeypatch: pytest.MonkeyPatch) -> N
     t = torch.ones(3)
     assert all_reduce_sum(t, info) is t
     assert broadcast_floats([1.5], info, torch.device("cpu")) == [1.5]
+
+
+def test_world_size_without_torchrun_is_a_training_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # It was torch's bare ValueError from deep inside init_process_group.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(TrainingError, match=r"WORLD_SIZE=2 .*MASTER_ADDR.*torchrun"):
+        setup(torch.device("cpu"))
 
 
 def test_two_processes_agree_and_share_each_epoch(tmp_path: Path) -> None:
