@@ -18,6 +18,7 @@ the pieces of an epoch (batches, checks, validation, records) in ``_train_epoch`
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -170,6 +171,8 @@ def fit(
     grad_clip = float(grad_clip) if grad_clip is not None else None
     start_clock = time.monotonic()
     info = distributed.setup(pick_device(device, distributed.local_rank(), TrainingError))
+    if not info.is_main:  # rank 0 alone logs; the other ranks would repeat each line
+        logger.addFilter(_drop_record)
     try:
         return _fit(
             model, train_data, val_data, info, start_clock,
@@ -184,7 +187,12 @@ def fit(
         # Weights leave fit() in the standard layout: safetensors writers need contiguous
         # tensors, and users expect the module they passed in.
         model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+        logger.removeFilter(_drop_record)
         distributed.teardown(info)
+
+
+def _drop_record(record: logging.LogRecord) -> bool:
+    return False
 
 
 def _fit(
