@@ -411,6 +411,19 @@ def test_resume_never_picks_an_older_runs_interrupted_checkpoint(tmp_path: Path)
     assert ckpt.find_latest(tmp_path).state["step"] == 1
 
 
+def test_resume_uses_the_weight_decay_passed_and_warns_of_the_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fit(tiny(), make_pairs(4), epochs=1, checkpoint_dir=tmp_path, weight_decay=0.0, **FAST)
+    with caplog.at_level(logging.WARNING, logger="unetseg"):
+        fit(tiny(), make_pairs(4), epochs=2, checkpoint_dir=tmp_path, resume=True,
+            weight_decay=0.5, **FAST)  # fmt: skip
+    # The checkpoint's 0.0 silently replaced it: the argument was ignored without a word.
+    assert any("weight_decay=0.5" in r.getMessage() for r in caplog.records)
+    groups = ckpt.read_checkpoint(tmp_path / "last.safetensors").state["optimizer"]
+    assert groups["param_groups"][0]["weight_decay"] == 0.5
+
+
 def test_a_checkpoint_dir_that_cannot_be_a_folder_fails_before_training(tmp_path: Path) -> None:
     # It was a raw FileExistsError from the first save, after an epoch of training.
     (tmp_path / "file").write_text("not a folder")

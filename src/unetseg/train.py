@@ -257,8 +257,8 @@ def _fit(
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
-    settings = {"seed": seed, "batch_size": batch_size, "lr": lr, "epochs": epochs,
-                "max_time": max_time, "world_size": info.world_size}  # fmt: skip
+    settings = {"seed": seed, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+                "epochs": epochs, "max_time": max_time, "world_size": info.world_size}  # fmt: skip
 
     pos, best_state = ckpt.TrainPosition(), None
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -266,6 +266,8 @@ def _fit(
         pos, best_state = ckpt.restore_training(
             ckpt.find_latest(ckpt_dir), model, optimizer, scaler, settings
         )
+        for group in optimizer.param_groups:  # the checkpoint's would override the argument
+            group["weight_decay"] = weight_decay
     history = pos.history
     if ckpt_dir is not None and info.is_main:
         try:  # now, not after the first epoch's training
