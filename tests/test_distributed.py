@@ -15,13 +15,13 @@ import torch
 from safetensors.torch import load_file
 
 from test_train import BUILD, SRC
-from unetseg import UNet
+from unetseg import TrainingError, UNet
 from unetseg.distributed import DistInfo, all_reduce_sum, broadcast_floats, setup
 from unetseg.metrics import confusion_matrix, scores_from_confusion
 
 CHILD = BUILD + textwrap.dedent(
     """
-    import json, os, sys
+    import json, logging, os, sys
     from pathlib import Path
 
     from safetensors.torch import save_file
@@ -29,6 +29,7 @@ CHILD = BUILD + textwrap.dedent(
     from unetseg import fit
 
     torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO)
     out = Path(sys.argv[1])
     model, data, _ = build()
     val = make_pairs(3, seed=1)  # odd: ranks score 2 and 1 images, no padding
@@ -57,6 +58,17 @@ def test_single_process_helpers_are_no_ops(monkeypatch: pytest.MonkeyPatch) -> N
     assert broadcast_floats([1.5], info, torch.device("cpu")) == [1.5]
 
 
+def test_world_size_without_torchrun_is_a_training_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # It was torch's bare ValueError from deep inside init_process_group.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(TrainingError, match=r"WORLD_SIZE=2 .*MASTER_ADDR.*torchrun"):
+        setup(torch.device("cpu"))
+
+
 def test_two_processes_agree_and_share_each_epoch(tmp_path: Path) -> None:
     script = tmp_path / "child.py"
     script.write_text(CHILD)
@@ -77,9 +89,13 @@ def test_two_processes_agree_and_share_each_epoch(tmp_path: Path) -> None:
         )
         for r in range(2)
     ]
+    errs = []
     for p in procs:
         _, err = p.communicate(timeout=240)
         assert p.returncode == 0, err[-3000:]
+        errs.append(err)
+    # Rank 0 alone logs (rank 1 repeated every epoch line).
+    assert "epoch 2: loss" in errs[0] and "epoch" not in errs[1]
 
     w0, w1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(2))
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)

@@ -284,10 +284,14 @@ def test_bad_arguments_are_refused_before_training(kwargs: dict[str, Any]) -> No
         fit(tiny(), make_pairs(4), **{"epochs": 1, **FAST, **kwargs})
 
 
-def test_numpy_numbers_are_accepted_as_arguments() -> None:
-    history = fit(tiny(), make_pairs(4), np.float32(0.5), epochs=1, seed=np.int64(3),
-                  batch_size=np.int64(2), lr=np.float32(1e-3), progress=False)  # fmt: skip
+def test_numpy_numbers_are_accepted_as_arguments(tmp_path: Path) -> None:
+    # They also reach the checkpoint's JSON: that was a raw TypeError after the first epoch.
+    history = fit(tiny(), make_pairs(4), np.float32(0.5), epochs=np.int64(1), seed=np.int64(3),
+                  batch_size=np.int64(2), lr=np.float32(1e-3), weight_decay=np.float32(0),
+                  max_time=np.float32(60), grad_clip=np.float32(1), progress=False,
+                  checkpoint_dir=tmp_path)  # fmt: skip
     assert history.best_epoch == 1
+    assert ckpt.read_checkpoint(tmp_path / "last.safetensors").state["epoch"] == 1
 
 
 def test_integer_images_train_on_the_scale_segment_reads_them() -> None:
@@ -404,6 +408,35 @@ def test_ctrl_c_saves_interrupted_and_resume_is_bit_identical(tmp_path: Path) ->
     assert len(history) == 3 and history.steps == 6
     assert len(data.keys) == 1 + 8 * 3 - 3 * 4  # only the 3 batches after the interrupt ran
     assert same_weights(model, reference)
+
+
+def test_resume_never_picks_an_older_runs_interrupted_checkpoint(tmp_path: Path) -> None:
+    class Interrupt:
+        def on_batch_end(self, step: int, loss: float) -> None:
+            if step == 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny(), make_pairs(8), epochs=2, checkpoint_dir=tmp_path, callbacks=[Interrupt()],
+            batch_size=2, progress=False)  # fmt: skip
+    # A new run in the same folder (1 step so far, then killed): resume went back to the
+    # old run's interrupted.safetensors, which had more steps.
+    fit(tiny(), make_pairs(4, seed=5), epochs=1, checkpoint_dir=tmp_path, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.safetensors"]
+    assert ckpt.find_latest(tmp_path).state["step"] == 1
+
+
+def test_resume_uses_the_weight_decay_passed_and_warns_of_the_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fit(tiny(), make_pairs(4), epochs=1, checkpoint_dir=tmp_path, weight_decay=0.0, **FAST)
+    with caplog.at_level(logging.WARNING, logger="unetseg"):
+        fit(tiny(), make_pairs(4), epochs=2, checkpoint_dir=tmp_path, resume=True,
+            weight_decay=0.5, **FAST)  # fmt: skip
+    # The checkpoint's 0.0 silently replaced it: the argument was ignored without a word.
+    assert any("weight_decay=0.5" in r.getMessage() for r in caplog.records)
+    groups = ckpt.read_checkpoint(tmp_path / "last.safetensors").state["optimizer"]
+    assert groups["param_groups"][0]["weight_decay"] == 0.5
 
 
 def test_a_checkpoint_dir_that_cannot_be_a_folder_fails_before_training(tmp_path: Path) -> None:

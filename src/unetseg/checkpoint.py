@@ -4,7 +4,8 @@ A checkpoint is a single ``NAME.safetensors`` file so that one atomic rename pub
 all of it: tensors (weights, optimizer moments, RNG states, the best weights so far) in
 the body, and everything else (epoch, step, elapsed time, history, optimizer
 hyper-parameters) as JSON in the header's ``__metadata__``. The JSON also holds a SHA-256
-of the tensor bytes, so a damaged file is refused instead of being half-loaded.
+of that state and the tensor bytes, so a damaged file is refused instead of being
+half-loaded (a flipped digit in the state would otherwise move the run's step silently).
 
 A kill at any moment, even mid-write, leaves the previous checkpoint intact
 (``_utils.atomic_write``: temp file, fsync, ``os.replace``).
@@ -59,8 +60,10 @@ class Checkpoint:
     path: Path | None = None
 
 
-def _digest(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
+def _digest(state_json: str, body: bytes) -> str:
+    digest = hashlib.sha256(state_json.encode())
+    digest.update(body)
+    return digest.hexdigest()
 
 
 def _split(blob: bytes, path: Path) -> tuple[dict[str, Any], bytes]:
@@ -87,6 +90,10 @@ def write_checkpoint(path: str | os.PathLike[str], checkpoint: Checkpoint) -> Pa
 
     Returns:
         The path written.
+
+    Raises:
+        CheckpointError: the file cannot be written (a full disk, say); any previous
+            checkpoint at ``path`` is left intact.
     """
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in checkpoint.tensors.items()}
@@ -95,10 +102,16 @@ def write_checkpoint(path: str | os.PathLike[str], checkpoint: Checkpoint) -> Pa
     # the body does not depend on the metadata, so the digest stays valid.
     draft = st_save(tensors, metadata={_META_KEY: state_json})
     _, body = _split(draft, path)
-    meta = {"format": FORMAT, "sha256": _digest(body), "state": state_json}
+    meta = {"format": FORMAT, "sha256": _digest(state_json, body), "state": state_json}
     blob = st_save(tensors, metadata={_META_KEY: json.dumps(meta)})
-    with atomic_write(path, "wb") as handle:
-        cast(IO[bytes], handle).write(blob)
+    try:
+        with atomic_write(path, "wb") as handle:
+            cast(IO[bytes], handle).write(blob)
+    except OSError as err:
+        raise CheckpointError(
+            f"{path}: cannot write checkpoint ({err.strerror or err}); the previous one, if "
+            "any, is intact: free disk space or pass another checkpoint_dir, then resume=True"
+        ) from None
     return path
 
 
@@ -106,8 +119,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and verify a checkpoint written by ``write_checkpoint``.
 
     Raises:
-        CheckpointError: the file is missing, truncated, of another format, or its tensor
-            bytes do not match the recorded digest.
+        CheckpointError: the file is missing, truncated, of another format, or its state
+            or tensor bytes do not match the recorded digest.
     """
     path = Path(path)
     try:
@@ -127,14 +140,15 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             f"{path}: not a unetseg training checkpoint (expected format {FORMAT!r}); "
             "weights saved with save_pretrained() load with UNet.from_pretrained()"
         )
-    if meta.get("sha256") != _digest(body):
+    state_json = meta.get("state")
+    if not isinstance(state_json, str) or meta.get("sha256") != _digest(state_json, body):
         raise CheckpointError(
-            f"{path}: checkpoint is corrupt (tensor bytes do not match their SHA-256); "
-            "delete it to start afresh or restore it from a backup"
+            f"{path}: checkpoint is corrupt (its state and tensor bytes do not match their "
+            "SHA-256); delete it to start afresh or restore it from a backup"
         )
     try:
         tensors = st_load(blob)
-        state = json.loads(meta["state"])
+        state = json.loads(state_json)
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: checkpoint is corrupt ({err})") from None
     if not isinstance(state, dict):

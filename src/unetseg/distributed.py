@@ -68,6 +68,10 @@ def setup(device: torch.device) -> DistInfo:
 
     Returns:
         This process's ``DistInfo``.
+
+    Raises:
+        TrainingError: ``WORLD_SIZE`` > 1 but the process group cannot start (no
+            ``MASTER_ADDR``/``RANK``, say: the script was not started by torchrun).
     """
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0))
@@ -77,7 +81,14 @@ def setup(device: torch.device) -> DistInfo:
     if not dist.is_available():
         raise TrainingError("WORLD_SIZE is set but this torch build has no torch.distributed")
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend)
+    try:
+        dist.init_process_group(backend=backend)
+    except (ValueError, RuntimeError) as err:  # torch's rendezvous errors, bare
+        raise TrainingError(
+            f"WORLD_SIZE={world_size} is set but torch.distributed cannot start ({err}); "
+            "launch with torchrun, which also sets RANK, MASTER_ADDR and MASTER_PORT, or "
+            "unset WORLD_SIZE to train in one process"
+        ) from None
     return DistInfo(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0), True)
 
 

@@ -18,6 +18,7 @@ the pieces of an epoch (batches, checks, validation, records) in ``_train_epoch`
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -144,7 +145,8 @@ def fit(
         TrainingError: bad arguments (out-of-range values, a device this machine lacks),
             data and model disagreeing, a non-finite loss.
         ConfigError: an unknown ``loss`` name or invalid ``class_weights`` values.
-        CheckpointError: ``resume=True`` without a complete checkpoint, or a corrupt one.
+        CheckpointError: ``resume=True`` without a complete checkpoint, a corrupt one, or
+            a checkpoint that cannot be written (a full disk; the previous one stays).
         DatasetError: empty or malformed data, or ``val_data`` that maps mask values to
             classes unlike ``train_data`` (build it with ``like=train_data``).
     """
@@ -161,9 +163,17 @@ def fit(
         raise CheckpointError("resume=True needs checkpoint_dir, the folder to resume from")
     setup.check_model(model)
 
+    # Plain Python numbers: numpy ones reach the checkpoint's JSON (settings, the optimizer's
+    # param groups), which cannot hold them.
     seed, batch_size, num_workers = int(seed), int(batch_size), int(num_workers)
+    lr, weight_decay, warmup = float(lr), float(weight_decay), float(warmup)
+    epochs = int(epochs) if epochs is not None else None
+    max_time = float(max_time) if max_time is not None else None
+    grad_clip = float(grad_clip) if grad_clip is not None else None
     start_clock = time.monotonic()
     info = distributed.setup(pick_device(device, distributed.local_rank(), TrainingError))
+    if not info.is_main:  # rank 0 alone logs; the other ranks would repeat each line
+        logger.addFilter(_drop_record)
     try:
         return _fit(
             model, train_data, val_data, info, start_clock,
@@ -178,7 +188,12 @@ def fit(
         # Weights leave fit() in the standard layout: safetensors writers need contiguous
         # tensors, and users expect the module they passed in.
         model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+        logger.removeFilter(_drop_record)
         distributed.teardown(info)
+
+
+def _drop_record(record: logging.LogRecord) -> bool:
+    return False
 
 
 def _fit(
@@ -243,8 +258,8 @@ def _fit(
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
-    settings = {"seed": seed, "batch_size": batch_size, "lr": lr, "epochs": epochs,
-                "max_time": max_time, "world_size": info.world_size}  # fmt: skip
+    settings = {"seed": seed, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+                "epochs": epochs, "max_time": max_time, "world_size": info.world_size}  # fmt: skip
 
     pos, best_state = ckpt.TrainPosition(), None
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -252,6 +267,8 @@ def _fit(
         pos, best_state = ckpt.restore_training(
             ckpt.find_latest(ckpt_dir), model, optimizer, scaler, settings
         )
+        for group in optimizer.param_groups:  # the checkpoint's would override the argument
+            group["weight_decay"] = weight_decay
     history = pos.history
     if ckpt_dir is not None and info.is_main:
         try:  # now, not after the first epoch's training
@@ -292,6 +309,10 @@ def _fit(
             model, optimizer, scaler, best_state, snapshot, settings
         )
         ckpt.write_checkpoint(ckpt_dir / f"{name}.safetensors", checkpoint)
+        if name == "last":
+            # Older than this one, perhaps left by another run in this folder: resume takes
+            # the highest step, so a stale one with more steps would win.
+            (ckpt_dir / "interrupted.safetensors").unlink(missing_ok=True)
 
     stop_reason: str | None = None
     try:
