@@ -47,6 +47,16 @@ def test_damaged_files_are_refused(tmp_path: Path, damage: str) -> None:
         ckpt.find_latest(tmp_path)
 
 
+def test_a_checkpoint_of_another_format_version_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ckpt, "FORMAT", "unetseg-train-checkpoint/1")
+    path = ckpt.write_checkpoint(tmp_path / "last.safetensors", _sample())
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match=r"another unetseg version .*checkpoint/1"):
+        ckpt.read_checkpoint(path)
+
+
 def test_find_latest_picks_the_most_advanced(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         ckpt.find_latest(tmp_path)

@@ -44,7 +44,8 @@ __all__ = [
     "write_checkpoint",
 ]
 
-FORMAT = "unetseg-train-checkpoint/1"
+# /2: the SHA-256 covers the JSON state as well as the tensor bytes.
+FORMAT = "unetseg-train-checkpoint/2"
 #: Files fit() writes: ``last`` after every epoch, ``interrupted`` on Ctrl-C.
 CHECKPOINT_NAMES = ("last", "interrupted")
 _META_KEY = "unetseg"
@@ -135,7 +136,13 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         meta = json.loads(raw) if isinstance(raw, str) else None
     except json.JSONDecodeError:
         meta = None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if isinstance(found, str) and found.startswith("unetseg-train-checkpoint/") and found != FORMAT:
+        raise CheckpointError(
+            f"{path}: written by another unetseg version (format {found!r}, this one reads "
+            f"{FORMAT!r}); resume with that version, or delete it to start afresh"
+        )
+    if not isinstance(meta, dict) or found != FORMAT:
         raise CheckpointError(
             f"{path}: not a unetseg training checkpoint (expected format {FORMAT!r}); "
             "weights saved with save_pretrained() load with UNet.from_pretrained()"
