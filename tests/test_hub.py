@@ -668,3 +668,12 @@ def test_failed_push_is_a_weights_error(
     monkeypatch.setattr(HfApi, "create_repo", invalid)
     with pytest.raises(WeightsError, match=r"'bad id!'"):
         trained_tiny().push_to_hub("bad id!")
+
+
+def test_a_model_that_cannot_be_saved_creates_no_repo(hub_calls: dict[str, Any]) -> None:
+    # Half weights are refused by save_pretrained; the repo must not be created first.
+    with pytest.raises(WeightsError, match=r"model\.float\(\)"):
+        trained_tiny().half().push_to_hub("alice/name")
+    with pytest.raises(ConfigError, match="tags"):
+        trained_tiny().push_to_hub("alice/name", tags="em")
+    assert "create" not in hub_calls and "upload" not in hub_calls

@@ -313,17 +313,24 @@ class HubMixin(_Base):
                 three files go up in one commit, so the repo never holds a mix of old and new.
         """
         api = HfApi(token=token)
-        try:
-            # The Hub's own id ("name" becomes "user/name"), so the card's usage snippet works.
-            repo_id = api.create_repo(
-                repo_id, private=private, exist_ok=True, repo_type="model"
-            ).repo_id
-        except (OSError, ValueError) as err:  # HTTP errors, no token, an invalid id
-            raise _push_error(repo_id, err) from err
         with tempfile.TemporaryDirectory(prefix="unetseg-push-") as tmp:
+            # Written before the repo is created, so a model that cannot be saved (half
+            # weights, bad tags) is refused without leaving an empty repo behind.
             self.save_pretrained(
                 tmp, repo_id=repo_id, license=license, datasets=datasets, tags=tags
             )
+            try:
+                # The Hub's own id ("name" becomes "user/name"), for the card's snippet.
+                full_id = api.create_repo(
+                    repo_id, private=private, exist_ok=True, repo_type="model"
+                ).repo_id
+            except (OSError, ValueError) as err:  # HTTP errors, no token, an invalid id
+                raise _push_error(repo_id, err) from err
+            if full_id != repo_id:
+                repo_id = full_id
+                self.save_pretrained(
+                    tmp, repo_id=repo_id, license=license, datasets=datasets, tags=tags
+                )
             try:
                 info = api.upload_folder(
                     repo_id=repo_id,
