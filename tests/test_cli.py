@@ -116,6 +116,24 @@ def test_segment_refuses_to_write_masks_over_its_inputs(
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
+def test_segment_names_clash_without_case_as_on_windows_and_macos(
+    trained: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Case-insensitive file systems (Windows, macOS) would write both masks to one file,
+    # and the mask of A.PNG over A.PNG itself.
+    model, images, _ = trained
+    for name in ("one/Cat.png", "two/cat.jpg", "own/A.PNG"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes((images / "img0.png").read_bytes())
+    clash = [str(tmp_path / "one/Cat.png"), str(tmp_path / "two/cat.jpg")]
+    assert main(["segment", str(model), *clash, "--out", str(tmp_path / "out")]) == 1
+    assert "cat.png <- " in capsys.readouterr().err
+    own = tmp_path / "own"
+    assert main(["segment", str(model), str(own), "--out", str(own), "--no-progress"]) == 1
+    assert "would overwrite input image(s)" in capsys.readouterr().err
+    assert [p.name for p in own.iterdir()] == ["A.PNG"]
+
+
 def test_evaluate_prints_a_table_and_json_with_every_class(
     trained: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
