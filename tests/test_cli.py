@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -132,6 +133,19 @@ def test_segment_names_clash_without_case_as_on_windows_and_macos(
     assert main(["segment", str(model), str(own), "--out", str(own), "--no-progress"]) == 1
     assert "would overwrite input image(s)" in capsys.readouterr().err
     assert [p.name for p in own.iterdir()] == ["A.PNG"]
+
+
+def test_non_ascii_names_survive_a_windows_code_page_stdout(
+    trained: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows pipes and redirects encode stdout with the ANSI code page, strictly.
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="cp1252"))
+    model, images, _ = trained
+    out = tmp_path / "猫"
+    assert main(["segment", str(model), str(images / "img0.png"), "--out", str(out)]) == 0
+    sys.stdout.flush()
+    assert (out / "img0.png").is_file() and b"\\u732b" in raw.getvalue()
 
 
 def test_evaluate_prints_a_table_and_json_with_every_class(
