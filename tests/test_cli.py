@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -114,6 +115,37 @@ def test_segment_refuses_to_write_masks_over_its_inputs(
     err = capsys.readouterr().err
     assert "would overwrite input image(s)" in err and "a.png" in err and "b.jpg" not in err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_segment_names_clash_without_case_as_on_windows_and_macos(
+    trained: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Case-insensitive file systems (Windows, macOS) would write both masks to one file,
+    # and the mask of A.PNG over A.PNG itself.
+    model, images, _ = trained
+    for name in ("one/Cat.png", "two/cat.jpg", "own/A.PNG"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes((images / "img0.png").read_bytes())
+    clash = [str(tmp_path / "one/Cat.png"), str(tmp_path / "two/cat.jpg")]
+    assert main(["segment", str(model), *clash, "--out", str(tmp_path / "out")]) == 1
+    assert "cat.png <- " in capsys.readouterr().err
+    own = tmp_path / "own"
+    assert main(["segment", str(model), str(own), "--out", str(own), "--no-progress"]) == 1
+    assert "would overwrite input image(s)" in capsys.readouterr().err
+    assert [p.name for p in own.iterdir()] == ["A.PNG"]
+
+
+def test_non_ascii_names_survive_a_windows_code_page_stdout(
+    trained: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows pipes and redirects encode stdout with the ANSI code page, strictly.
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="cp1252"))
+    model, images, _ = trained
+    out = tmp_path / "猫"
+    assert main(["segment", str(model), str(images / "img0.png"), "--out", str(out)]) == 0
+    sys.stdout.flush()
+    assert (out / "img0.png").is_file() and b"\\u732b" in raw.getvalue()
 
 
 def test_evaluate_prints_a_table_and_json_with_every_class(

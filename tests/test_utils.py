@@ -43,3 +43,20 @@ def test_class_argmax_matches_torch_argmax() -> None:
     scores = torch.randn(3, 5, 7, 9)
     assert torch.equal(class_argmax(scores, dim=1), scores.argmax(dim=1))
     assert torch.equal(class_argmax(scores[0], dim=0), scores[0].argmax(dim=0))
+
+
+def test_bare_cuda_under_torchrun_is_this_ranks_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from unetseg._utils import pick_device
+
+    # A 2-GPU machine, faked: torch would place "cuda" on the current device, cuda:0, for
+    # every rank, and NCCL refuses two ranks on one GPU.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda", local_rank=1) == torch.device("cuda", 1)
+    assert pick_device(torch.device("cuda"), local_rank=0) == torch.device("cuda", 0)
+    assert pick_device(None, local_rank=1) == torch.device("cuda", 1)
+    assert pick_device("cuda:0", local_rank=1) == torch.device("cuda", 0)  # an index wins
+    with pytest.raises(ValueError, match="2 CUDA device"):
+        pick_device("cuda", local_rank=2)

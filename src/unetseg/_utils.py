@@ -100,11 +100,17 @@ def pick_device(
 
     Args:
         device: ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"cpu"``..., or None to choose.
+            ``"cuda"`` without an index means ``cuda:local_rank``, as None does.
         local_rank: the CUDA device index to choose (this process's rank under torchrun).
         error: raised for a device this machine cannot use (see ``check_device``).
     """
     if device is not None:
-        return check_device(device, error)
+        dev = check_device(device, error)
+        if dev.type == "cuda" and dev.index is None:
+            # Under torchrun a bare "cuda" would put every rank on the current device,
+            # cuda:0, where NCCL refuses two ranks on one GPU: each rank takes its own.
+            return check_device(torch.device("cuda", local_rank), error)
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank)
     if torch.backends.mps.is_available():

@@ -16,6 +16,7 @@ its own module (``_train``, ``_segment``, ``_evaluate``, ``_export``).
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import sys
 from collections.abc import Sequence
@@ -112,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = exit_.code
         return status if isinstance(status, int) else EXIT_OK if status is None else EXIT_USAGE
 
+    # A Windows console or pipe may not encode every file or class name (cp1252 has no
+    # CJK): write such characters escaped, as stderr does, instead of failing at the end.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     logger = logging.getLogger("unetseg")
     previous = logger.level

@@ -79,11 +79,12 @@ def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
 
 def _check_unique_names(files: Sequence[Path], overlay: bool) -> None:
     """Refuse inputs whose outputs would overwrite each other (x.png and x.jpg, a/x and b/x)."""
+    # Names compare without case: on Windows and macOS X.png and x.png are one file.
     owners: dict[str, list[Path]] = {}
     for path in files:
-        owners.setdefault(f"{path.stem}.png", []).append(path)
+        owners.setdefault(f"{path.stem}.png".casefold(), []).append(path)
         if overlay:
-            owners.setdefault(f"{path.stem}_overlay.png", []).append(path)
+            owners.setdefault(f"{path.stem}_overlay.png".casefold(), []).append(path)
     clashes = [
         f"{name} <- {' + '.join(map(str, paths))}"
         for name, paths in owners.items()
@@ -102,8 +103,13 @@ def _check_inputs_survive(files: Sequence[Path], out: Path) -> None:
     An overlay could only land on an input named y_overlay.png, whose own mask has that
     name too: ``_check_unique_names`` refuses that already.
     """
-    inputs = {path.resolve() for path in files}
-    victims = sorted(str(path) for path in files if (out / f"{path.stem}.png").resolve() in inputs)
+    # Without case, as Windows and macOS compare names: there x.png replaces x.PNG.
+    inputs = {str(path.resolve()).casefold() for path in files}
+    victims = sorted(
+        str(path)
+        for path in files
+        if str((out / f"{path.stem}.png").resolve()).casefold() in inputs
+    )
     if victims:
         raise CommandError(
             f"--out {out} would overwrite input image(s) with masks: {listing(victims)}; "
