@@ -1,6 +1,7 @@
 import json
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from PIL import Image
 
 from helpers import blocks, make_folder, write
-from unetseg import Augment, DatasetError, SegmentationDataset, UNetConfig
+from unetseg import Augment, DatasetError, SegmentationDataset, UNetConfig, _store
 
 
 def test_size_mismatch_after_exif_orientation(tmp_path: Path) -> None:
@@ -127,6 +128,24 @@ def test_cache_budget_does_not_change_items(tmp_path: Path) -> None:
     for i in range(3):
         torch.testing.assert_close(cached[i], uncached[i])
         torch.testing.assert_close(augmented[0][(i, i)], augmented[1][(i, i)])
+
+
+def test_masks_within_the_cache_budget_are_decoded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images, masks = make_folder(tmp_path, n=4)  # 12x16 uint8 masks: 192 bytes each
+    reads: dict[str, int] = {}
+    original = _store.read_mask
+
+    def counting(path: Path, **kwargs: Any) -> Any:
+        reads[Path(path).name] = reads.get(Path(path).name, 0) + 1
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(_store, "read_mask", counting)
+    SegmentationDataset(images, masks, cache_bytes=2 * 192)
+    # The first two fit the budget and stay decoded for the class mapping; the rest are
+    # read again once the mapping is known.
+    assert reads == {"00_mask.png": 1, "01_mask.png": 1, "02_mask.png": 2, "03_mask.png": 2}
 
 
 def test_split_views_inspection_and_config(tmp_path: Path) -> None:

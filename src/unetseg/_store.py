@@ -176,6 +176,7 @@ class SampleStore:
         errors: list[str] = []
         summaries: list[MaskSummary] = []
         raws: dict[int, RawMask] = {}
+        raw_bytes = 0  # a running total: summing the kept masks each time was quadratic
         for index in range(len(self.masks)):
             name = self.name(index, "mask")
             try:
@@ -184,8 +185,9 @@ class SampleStore:
                 errors.append(str(err))
                 continue
             summaries.append(summarize(raw, name))
-            if sum(r.array.nbytes for r in raws.values()) + raw.array.nbytes <= self.cache_bytes:
+            if raw_bytes + raw.array.nbytes <= self.cache_bytes:
                 raws[index] = raw
+                raw_bytes += raw.array.nbytes
         _collect(errors, "Remove these masks or re-save them as PNG.")
         self.codec = codec or build_codec(
             summaries, ignore_index=ignore_index, class_names=class_names, color_map=color_map
