@@ -148,6 +148,29 @@ def test_masks_within_the_cache_budget_are_decoded_once(
     assert reads == {"00_mask.png": 1, "01_mask.png": 1, "02_mask.png": 2, "03_mask.png": 2}
 
 
+def test_images_beyond_the_cache_are_decoded_once_at_construction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images, masks = make_folder(tmp_path, n=3)
+    cached = SegmentationDataset(images, masks)
+    reads: list[str] = []
+    original = _store.read_image
+
+    def counting(path: Path, **kwargs: Any) -> Any:
+        reads.append(Path(path).name)
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(_store, "read_image", counting)
+    uncached = SegmentationDataset(images, masks, cache_bytes=0)
+    assert sorted(reads) == ["00.jpg", "01.jpg", "02.jpg"]  # mean/std measured on the way
+    assert (uncached.mean, uncached.std) == (cached.mean, cached.std)
+    grey = SegmentationDataset(images, masks, cache_bytes=0, in_channels=1)
+    assert len(grey.mean) == 1 and len(reads) == 6
+    grey_alpha, mask = np.zeros((8, 8, 2), np.uint8), blocks([0, 1], (8, 8)).astype(np.uint8)
+    with pytest.raises(ValueError, match="2 channels"):  # not measured without its pixels
+        SegmentationDataset([grey_alpha], [mask], in_channels=4)
+
+
 def test_split_views_inspection_and_config(tmp_path: Path) -> None:
     images, masks = make_folder(tmp_path, n=10, rgb=False)
     ds = SegmentationDataset(images, masks, class_names=["sky", "ground"])

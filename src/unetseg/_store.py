@@ -229,19 +229,29 @@ class SampleStore:
         """Decode every image once: check it, settle in_channels, measure mean and std."""
         errors: list[str] = []
         channels: dict[int, list[str]] = {}
-        decoded: list[np.ndarray | None] = []
+        # Pixel sums per image, taken while the image is decoded: images beyond the cache
+        # would otherwise be decoded a second time to measure mean/std. They assume the
+        # in_channels given, or else the image's own channels, which is what in_channels
+        # becomes whenever the images agree (if they disagree, construction fails below).
+        measure = mean is None or std is None
+        sums: list[tuple[np.ndarray, np.ndarray, int]] | None = [] if measure else None
         for index in range(len(self.images)):
             try:
                 array = self.decode_image(index)
             except ImageError as err:
                 errors.append(str(err))
-                decoded.append(None)
                 continue
             _check_shape(array.shape[:2], self.shapes[index], self.name(index))
             found = _natural_channels(array.shape[2] if array.ndim == 3 else 1)
             channels.setdefault(found, []).append(self.name(index))
             self.keep(self.image_cache, index, array)
-            decoded.append(array if index in self.image_cache else None)
+            if sums is not None:
+                try:
+                    sums.append(
+                        _pixel_sums(array, in_channels if in_channels is not None else found)
+                    )
+                except ImageError:  # channels in_channels cannot take: refused below
+                    sums = None
         _collect(errors, "Remove these images or re-save them as PNG.")
         if in_channels is None:
             if len(channels) > 1:
@@ -262,23 +272,36 @@ class SampleStore:
         if mean is not None and std is not None:
             self.mean, self.std = _check_stats(mean, std, in_channels)
             return
+        if sums is None:  # a conversion the check above let through: raise its error
+            sums = [_pixel_sums(self.image(i), in_channels) for i in range(len(self.images))]
         total = np.zeros(in_channels)
         squares = np.zeros(in_channels)
         pixels = 0
-        for index in range(len(self.images)):
-            kept = decoded[index]
-            array = kept if kept is not None else self.decode_image(index)
-            stride = max(1, math.isqrt(array.shape[0] * array.shape[1] // _STATS_PIXELS))
-            sample = convert_channels(to_unit_range(array[::stride, ::stride]), in_channels)
-            flat = sample.reshape(-1, in_channels).astype(np.float64)
-            total += flat.sum(axis=0)
-            squares += (flat**2).sum(axis=0)
-            pixels += flat.shape[0]
+        for image_total, image_squares, image_pixels in sums:
+            total += image_total
+            squares += image_squares
+            pixels += image_pixels
         means = total / pixels
         stds = np.sqrt(np.maximum(squares / pixels - means**2, 0.0))
         stds = np.where(stds < 1e-6, 1.0, stds)  # constant images: do not blow them up
         self.mean = tuple(float(m) for m in means)
         self.std = tuple(float(s) for s in stds)
+
+
+def _pixel_sums(array: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-channel sums and sums of squares of about ``_STATS_PIXELS`` evenly spread pixels.
+
+    Returns:
+        (channels,) float64 sums of [0, 1]-scaled values, the same of their squares, and
+        the number of pixels summed.
+
+    Raises:
+        ImageError: the image cannot be converted to ``channels``.
+    """
+    stride = max(1, math.isqrt(array.shape[0] * array.shape[1] // _STATS_PIXELS))
+    sample = convert_channels(to_unit_range(array[::stride, ::stride]), channels)
+    flat = sample.reshape(-1, channels).astype(np.float64)
+    return flat.sum(axis=0), (flat**2).sum(axis=0), flat.shape[0]
 
 
 def _check_shape(found: tuple[int, ...], expected: tuple[int, int], name: str) -> None:
