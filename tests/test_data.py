@@ -171,6 +171,20 @@ def test_images_beyond_the_cache_are_decoded_once_at_construction(
         SegmentationDataset([grey_alpha], [mask], in_channels=4)
 
 
+def test_reading_shows_bars_that_progress_false_switches_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, masks = make_folder(tmp_path, n=2)
+    SegmentationDataset(images, masks)
+    assert "reading" not in capsys.readouterr().err  # quick reads: no bar flashes by
+    monkeypatch.setattr(_store, "_PROGRESS_DELAY", 0.0)
+    SegmentationDataset(images, masks)
+    err = capsys.readouterr().err
+    assert "reading masks" in err and "mapping masks" in err and "reading images" in err
+    SegmentationDataset(images, masks, progress=False)
+    assert "reading" not in capsys.readouterr().err
+
+
 def test_split_views_inspection_and_config(tmp_path: Path) -> None:
     images, masks = make_folder(tmp_path, n=10, rgb=False)
     ds = SegmentationDataset(images, masks, class_names=["sky", "ground"])

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .augment import foreground_points
 from .errors import DatasetError, ImageError
@@ -42,6 +43,7 @@ from .pairing import MAX_LISTED, Source, listing
 __all__ = ["SampleStore"]
 
 _STATS_PIXELS = 16_384  # mean/std are estimated from about this many pixels per image
+_PROGRESS_DELAY = 2.0  # seconds before a reading bar shows: small data sets show none
 
 
 def _name(source: Source, index: int, what: str) -> str:
@@ -81,6 +83,7 @@ class SampleStore:
         self.mask_cache: dict[int, np.ndarray] = {}
         self.cached_bytes = 0
         self.cache_bytes = 0
+        self.progress = False  # tqdm bars over the files read at construction
         self.codec: MaskCodec
         self.counts = np.zeros((0, 0), dtype=np.int64)  # (N, K) pixels per class
         self.foreground: list[np.ndarray] = []
@@ -91,6 +94,13 @@ class SampleStore:
         # read_masks' class_names and color_map, to read the masks again in ``remasked``.
         self.mask_options: tuple[Sequence[str] | None, Mapping[Any, int] | Sequence[Any] | None]
         self.mask_options = (None, None)
+
+    def indices(self, desc: str, unit: str) -> Iterator[int]:
+        """Every sample index, under a tqdm bar that shows when the loop takes a while."""
+        yield from tqdm(
+            range(len(self.images)), desc=desc, unit=unit, leave=False,
+            delay=_PROGRESS_DELAY, disable=not self.progress,
+        )  # fmt: skip
 
     def name(self, index: int, which: str = "image") -> str:
         source = self.images[index] if which == "image" else self.masks[index]
@@ -177,7 +187,7 @@ class SampleStore:
         summaries: list[MaskSummary] = []
         raws: dict[int, RawMask] = {}
         raw_bytes = 0  # a running total: summing the kept masks each time was quadratic
-        for index in range(len(self.masks)):
+        for index in self.indices("reading masks", "mask"):
             name = self.name(index, "mask")
             try:
                 raw = self.decode_raw_mask(index)
@@ -193,7 +203,7 @@ class SampleStore:
             summaries, ignore_index=ignore_index, class_names=class_names, color_map=color_map
         )
         counts = []
-        for index, summary in enumerate(summaries):
+        for index, summary in zip(self.indices("mapping masks", "mask"), summaries, strict=True):
             kept = raws.pop(index, None)
             raw = kept if kept is not None else self.decode_raw_mask(index)
             classes = self.codec.decode(raw, summary.name)
@@ -235,7 +245,7 @@ class SampleStore:
         # becomes whenever the images agree (if they disagree, construction fails below).
         measure = mean is None or std is None
         sums: list[tuple[np.ndarray, np.ndarray, int]] | None = [] if measure else None
-        for index in range(len(self.images)):
+        for index in self.indices("reading images", "image"):
             try:
                 array = self.decode_image(index)
             except ImageError as err:
