@@ -1,6 +1,7 @@
 import json
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from PIL import Image
 
 from helpers import blocks, make_folder, write
-from unetseg import Augment, DatasetError, SegmentationDataset, UNetConfig
+from unetseg import Augment, DatasetError, SegmentationDataset, UNetConfig, _store
 
 
 def test_size_mismatch_after_exif_orientation(tmp_path: Path) -> None:
@@ -127,6 +128,61 @@ def test_cache_budget_does_not_change_items(tmp_path: Path) -> None:
     for i in range(3):
         torch.testing.assert_close(cached[i], uncached[i])
         torch.testing.assert_close(augmented[0][(i, i)], augmented[1][(i, i)])
+
+
+def test_masks_within_the_cache_budget_are_decoded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images, masks = make_folder(tmp_path, n=4)  # 12x16 uint8 masks: 192 bytes each
+    reads: dict[str, int] = {}
+    original = _store.read_mask
+
+    def counting(path: Path, **kwargs: Any) -> Any:
+        reads[Path(path).name] = reads.get(Path(path).name, 0) + 1
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(_store, "read_mask", counting)
+    SegmentationDataset(images, masks, cache_bytes=2 * 192)
+    # The first two fit the budget and stay decoded for the class mapping; the rest are
+    # read again once the mapping is known.
+    assert reads == {"00_mask.png": 1, "01_mask.png": 1, "02_mask.png": 2, "03_mask.png": 2}
+
+
+def test_images_beyond_the_cache_are_decoded_once_at_construction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images, masks = make_folder(tmp_path, n=3)
+    cached = SegmentationDataset(images, masks)
+    reads: list[str] = []
+    original = _store.read_image
+
+    def counting(path: Path, **kwargs: Any) -> Any:
+        reads.append(Path(path).name)
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(_store, "read_image", counting)
+    uncached = SegmentationDataset(images, masks, cache_bytes=0)
+    assert sorted(reads) == ["00.jpg", "01.jpg", "02.jpg"]  # mean/std measured on the way
+    assert (uncached.mean, uncached.std) == (cached.mean, cached.std)
+    grey = SegmentationDataset(images, masks, cache_bytes=0, in_channels=1)
+    assert len(grey.mean) == 1 and len(reads) == 6
+    grey_alpha, mask = np.zeros((8, 8, 2), np.uint8), blocks([0, 1], (8, 8)).astype(np.uint8)
+    with pytest.raises(ValueError, match="2 channels"):  # not measured without its pixels
+        SegmentationDataset([grey_alpha], [mask], in_channels=4)
+
+
+def test_reading_shows_bars_that_progress_false_switches_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, masks = make_folder(tmp_path, n=2)
+    SegmentationDataset(images, masks)
+    assert "reading" not in capsys.readouterr().err  # quick reads: no bar flashes by
+    monkeypatch.setattr(_store, "_PROGRESS_DELAY", 0.0)
+    SegmentationDataset(images, masks)
+    err = capsys.readouterr().err
+    assert "reading masks" in err and "mapping masks" in err and "reading images" in err
+    SegmentationDataset(images, masks, progress=False)
+    assert "reading" not in capsys.readouterr().err
 
 
 def test_split_views_inspection_and_config(tmp_path: Path) -> None:

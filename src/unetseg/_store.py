@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .augment import foreground_points
 from .errors import DatasetError, ImageError
@@ -42,6 +43,7 @@ from .pairing import MAX_LISTED, Source, listing
 __all__ = ["SampleStore"]
 
 _STATS_PIXELS = 16_384  # mean/std are estimated from about this many pixels per image
+_PROGRESS_DELAY = 2.0  # seconds before a reading bar shows: small data sets show none
 
 
 def _name(source: Source, index: int, what: str) -> str:
@@ -81,6 +83,7 @@ class SampleStore:
         self.mask_cache: dict[int, np.ndarray] = {}
         self.cached_bytes = 0
         self.cache_bytes = 0
+        self.progress = False  # tqdm bars over the files read at construction
         self.codec: MaskCodec
         self.counts = np.zeros((0, 0), dtype=np.int64)  # (N, K) pixels per class
         self.foreground: list[np.ndarray] = []
@@ -91,6 +94,13 @@ class SampleStore:
         # read_masks' class_names and color_map, to read the masks again in ``remasked``.
         self.mask_options: tuple[Sequence[str] | None, Mapping[Any, int] | Sequence[Any] | None]
         self.mask_options = (None, None)
+
+    def indices(self, desc: str, unit: str) -> Iterator[int]:
+        """Every sample index, under a tqdm bar that shows when the loop takes a while."""
+        yield from tqdm(
+            range(len(self.images)), desc=desc, unit=unit, leave=False,
+            delay=_PROGRESS_DELAY, disable=not self.progress,
+        )  # fmt: skip
 
     def name(self, index: int, which: str = "image") -> str:
         source = self.images[index] if which == "image" else self.masks[index]
@@ -176,7 +186,8 @@ class SampleStore:
         errors: list[str] = []
         summaries: list[MaskSummary] = []
         raws: dict[int, RawMask] = {}
-        for index in range(len(self.masks)):
+        raw_bytes = 0  # a running total: summing the kept masks each time was quadratic
+        for index in self.indices("reading masks", "mask"):
             name = self.name(index, "mask")
             try:
                 raw = self.decode_raw_mask(index)
@@ -184,14 +195,15 @@ class SampleStore:
                 errors.append(str(err))
                 continue
             summaries.append(summarize(raw, name))
-            if sum(r.array.nbytes for r in raws.values()) + raw.array.nbytes <= self.cache_bytes:
+            if raw_bytes + raw.array.nbytes <= self.cache_bytes:
                 raws[index] = raw
+                raw_bytes += raw.array.nbytes
         _collect(errors, "Remove these masks or re-save them as PNG.")
         self.codec = codec or build_codec(
             summaries, ignore_index=ignore_index, class_names=class_names, color_map=color_map
         )
         counts = []
-        for index, summary in enumerate(summaries):
+        for index, summary in zip(self.indices("mapping masks", "mask"), summaries, strict=True):
             kept = raws.pop(index, None)
             raw = kept if kept is not None else self.decode_raw_mask(index)
             classes = self.codec.decode(raw, summary.name)
@@ -227,19 +239,29 @@ class SampleStore:
         """Decode every image once: check it, settle in_channels, measure mean and std."""
         errors: list[str] = []
         channels: dict[int, list[str]] = {}
-        decoded: list[np.ndarray | None] = []
-        for index in range(len(self.images)):
+        # Pixel sums per image, taken while the image is decoded: images beyond the cache
+        # would otherwise be decoded a second time to measure mean/std. They assume the
+        # in_channels given, or else the image's own channels, which is what in_channels
+        # becomes whenever the images agree (if they disagree, construction fails below).
+        measure = mean is None or std is None
+        sums: list[tuple[np.ndarray, np.ndarray, int]] | None = [] if measure else None
+        for index in self.indices("reading images", "image"):
             try:
                 array = self.decode_image(index)
             except ImageError as err:
                 errors.append(str(err))
-                decoded.append(None)
                 continue
             _check_shape(array.shape[:2], self.shapes[index], self.name(index))
             found = _natural_channels(array.shape[2] if array.ndim == 3 else 1)
             channels.setdefault(found, []).append(self.name(index))
             self.keep(self.image_cache, index, array)
-            decoded.append(array if index in self.image_cache else None)
+            if sums is not None:
+                try:
+                    sums.append(
+                        _pixel_sums(array, in_channels if in_channels is not None else found)
+                    )
+                except ImageError:  # channels in_channels cannot take: refused below
+                    sums = None
         _collect(errors, "Remove these images or re-save them as PNG.")
         if in_channels is None:
             if len(channels) > 1:
@@ -260,23 +282,36 @@ class SampleStore:
         if mean is not None and std is not None:
             self.mean, self.std = _check_stats(mean, std, in_channels)
             return
+        if sums is None:  # a conversion the check above let through: raise its error
+            sums = [_pixel_sums(self.image(i), in_channels) for i in range(len(self.images))]
         total = np.zeros(in_channels)
         squares = np.zeros(in_channels)
         pixels = 0
-        for index in range(len(self.images)):
-            kept = decoded[index]
-            array = kept if kept is not None else self.decode_image(index)
-            stride = max(1, math.isqrt(array.shape[0] * array.shape[1] // _STATS_PIXELS))
-            sample = convert_channels(to_unit_range(array[::stride, ::stride]), in_channels)
-            flat = sample.reshape(-1, in_channels).astype(np.float64)
-            total += flat.sum(axis=0)
-            squares += (flat**2).sum(axis=0)
-            pixels += flat.shape[0]
+        for image_total, image_squares, image_pixels in sums:
+            total += image_total
+            squares += image_squares
+            pixels += image_pixels
         means = total / pixels
         stds = np.sqrt(np.maximum(squares / pixels - means**2, 0.0))
         stds = np.where(stds < 1e-6, 1.0, stds)  # constant images: do not blow them up
         self.mean = tuple(float(m) for m in means)
         self.std = tuple(float(s) for s in stds)
+
+
+def _pixel_sums(array: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-channel sums and sums of squares of about ``_STATS_PIXELS`` evenly spread pixels.
+
+    Returns:
+        (channels,) float64 sums of [0, 1]-scaled values, the same of their squares, and
+        the number of pixels summed.
+
+    Raises:
+        ImageError: the image cannot be converted to ``channels``.
+    """
+    stride = max(1, math.isqrt(array.shape[0] * array.shape[1] // _STATS_PIXELS))
+    sample = convert_channels(to_unit_range(array[::stride, ::stride]), channels)
+    flat = sample.reshape(-1, channels).astype(np.float64)
+    return flat.sum(axis=0), (flat**2).sum(axis=0), flat.shape[0]
 
 
 def _check_shape(found: tuple[int, ...], expected: tuple[int, int], name: str) -> None:

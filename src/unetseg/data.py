@@ -73,6 +73,8 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             mean/std and in_channels are reused instead of measured. Use it for
             validation and test sets, which may lack a class or order grey levels
             differently.
+        progress: show tqdm bars while masks and images are read, for reads that take
+            more than a second or two (thousands of files, or large ones).
 
     Items: ``ds[i]`` or ``ds[(i, seed)]``; the tuple form draws the augmentation from
     ``numpy.random.default_rng(seed)``, so it is the same in any process. With a plain
@@ -102,6 +104,7 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
         cache_bytes: int = 2**30,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         like: SegmentationDataset | UNetConfig | torch.nn.Module | None = None,
+        progress: bool = True,
     ) -> None:
         codec = None
         if like is not None:
@@ -121,7 +124,7 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             raise DatasetError(f"cache_bytes must be a non-negative int, got {cache_bytes!r}")
         self._augment = _with_ignore(augment, ignore_index)
         store = SampleStore(resolve_inputs(images, masks), max_pixels)
-        store.cache_bytes = cache_bytes
+        store.cache_bytes, store.progress = cache_bytes, bool(progress)
         self._store, self._indices = store, np.arange(len(store.images))
         store.scan()
         store.read_masks(ignore_index, class_names, color_map, codec)

@@ -164,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         class_names=args.class_names,
         color_map=color_map,
         in_channels=args.in_channels,
+        progress=not args.no_progress,
     )
     model = UNet(
         dataset.in_channels,
