@@ -370,6 +370,13 @@ def test_progress_bar_can_be_switched_off(
     assert capsys.readouterr().err == ""
     segment(trained, image, tile_size=16, progress=True)
     assert "tile" in capsys.readouterr().err
+    images = [np.zeros((24, 24), np.uint8)] * 8  # a long list gets a bar over its images
+    segment(trained, images, progress=False)
+    assert capsys.readouterr().err == ""
+    segment(trained, images, progress=True)
+    assert "image" in capsys.readouterr().err
+    segment(trained, images[:2], progress=True)  # a short one does not
+    assert capsys.readouterr().err == ""
 
 
 # --- test-time augmentation ------------------------------------------------------------

@@ -58,6 +58,7 @@ DEFAULT_MAX_MEMORY = 1 << 30
 DEFAULT_TILE_SIZE = 1024
 #: Tiles show a progress bar when an image has at least this many (and ``progress``).
 PROGRESS_MIN_TILES = 8
+PROGRESS_MIN_IMAGES = 8  # a list this long gets a bar over its images
 
 #: What ``segment()`` takes as one image.
 ImageInput: TypeAlias = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
@@ -237,7 +238,8 @@ def segment(
         return_probs: also return the per-class probabilities.
         max_memory: activation-memory budget of one forward pass in bytes; it decides when
             to tile and how many images or tiles go into one pass.
-        progress: show a tqdm bar for tiled images with many tiles.
+        progress: show a tqdm bar over a list of many images, and for tiled images with
+            many tiles.
 
     Returns:
         For one image, an (H, W) array of class indices at the image's own size, of dtype
@@ -380,9 +382,18 @@ class _Runner:
 
     def run(self, items: Sequence[ImageInput], is_list: bool) -> list[_Result]:
         results: list[_Result | None] = [None] * len(items)
-        for positions, batch in self._batches(items, is_list):
-            for position, result in zip(positions, batch, strict=True):
-                results[position] = result
+        bar = tqdm(
+            total=len(items),
+            desc="segment",
+            unit="image",
+            leave=False,
+            disable=not self.progress or len(items) < PROGRESS_MIN_IMAGES,
+        )
+        with bar:
+            for positions, batch in self._batches(items, is_list):
+                for position, result in zip(positions, batch, strict=True):
+                    results[position] = result
+                bar.update(len(positions))
         return [r for r in results if r is not None]
 
     def _batches(
