@@ -188,6 +188,24 @@ def test_augment_is_picklable_and_validated() -> None:
             Augment(**bad)  # type: ignore[arg-type]
 
 
+def test_augment_refuses_wrong_types_with_its_own_error() -> None:
+    # Each of these raised a bare TypeError/ValueError, or (flip="no") was accepted and
+    # switched the transform on.
+    for bad in (
+        {"patch_size": 32.0},
+        {"scale": 1.5},
+        {"scale": (1.0,)},
+        {"scale": ("a", "b")},
+        {"flip": "no"},
+        {"vflip": None},
+        {"rotate90": 1},
+    ):
+        with pytest.raises(ConfigError, match=f"Augment: {next(iter(bad))}"):
+            Augment(**bad)  # type: ignore[arg-type]
+    augment = Augment(patch_size=np.int64(32), brightness=np.float32(0.2))  # type: ignore[arg-type]
+    assert augment.patch_size == (32, 32) and type(augment.patch_size[0]) is int
+
+
 def test_intensity_jitter_changes_values_but_not_shape() -> None:
     ds = mask_as_image_dataset(
         Augment(
