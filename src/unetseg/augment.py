@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, DatasetError
 
 __all__ = ["Augment", "CropPlan", "crop_with_padding", "foreground_points"]
 
@@ -358,7 +358,25 @@ class Augment:
         Returns:
             (C, P_h, P_w) float32 image and (P_h, P_w) int64 mask, ``P`` the patch size
             (the input's own size when ``patch_size`` is ``None``).
+
+        Raises:
+            DatasetError: the inputs are not tensors of those shapes, or ``rng`` is not a
+                ``numpy.random.Generator``.
         """
+        if not (isinstance(image, torch.Tensor) and isinstance(mask, torch.Tensor)):
+            raise DatasetError(
+                f"Augment takes torch tensors, got {type(image).__name__} and "
+                f"{type(mask).__name__}; convert numpy arrays with torch.from_numpy"
+            )
+        if image.dim() != 3 or mask.dim() != 2 or image.shape[1:] != mask.shape:
+            raise DatasetError(
+                f"Augment takes an image (C, H, W) and its mask (H, W), got "
+                f"{tuple(image.shape)} and {tuple(mask.shape)}"
+            )
+        if not isinstance(rng, np.random.Generator):
+            raise DatasetError(
+                f"Augment takes rng=numpy.random.default_rng(seed), got {type(rng).__name__}"
+            )
         height, width = mask.shape[-2:]
         points = foreground_points(mask.detach().cpu().numpy(), self.ignore_index)
         plan = self.plan(int(height), int(width), rng, points)
