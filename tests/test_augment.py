@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from unetseg import Augment, ConfigError, SegmentationDataset
+from unetseg import Augment, ConfigError, DatasetError, SegmentationDataset
 from unetseg.augment import foreground_points
 
 NO_JITTER = {"brightness": 0.0, "contrast": 0.0, "gamma": 0.0}
@@ -186,6 +186,38 @@ def test_augment_is_picklable_and_validated() -> None:
     ):
         with pytest.raises(ConfigError, match="Augment"):
             Augment(**bad)  # type: ignore[arg-type]
+
+
+def test_augment_refuses_wrong_types_with_its_own_error() -> None:
+    # Each of these raised a bare TypeError/ValueError, or (flip="no") was accepted and
+    # switched the transform on.
+    for bad in (
+        {"patch_size": 32.0},
+        {"scale": 1.5},
+        {"scale": (1.0,)},
+        {"scale": ("a", "b")},
+        {"flip": "no"},
+        {"vflip": None},
+        {"rotate90": 1},
+    ):
+        with pytest.raises(ConfigError, match=f"Augment: {next(iter(bad))}"):
+            Augment(**bad)  # type: ignore[arg-type]
+    augment = Augment(patch_size=np.int64(32), brightness=np.float32(0.2))  # type: ignore[arg-type]
+    assert augment.patch_size == (32, 32) and type(augment.patch_size[0]) is int
+
+
+def test_calling_augment_on_wrong_inputs_says_what_it_takes() -> None:
+    # numpy arrays, an (H, W) image or an int seed failed deep inside with
+    # AttributeError/AxisError.
+    augment, rng = Augment(patch_size=8), np.random.default_rng(0)
+    image, mask = torch.rand(1, 12, 12), torch.zeros(12, 12, dtype=torch.int64)
+    with pytest.raises(DatasetError, match=r"torch\.from_numpy"):
+        augment(image.numpy(), mask.numpy(), rng)  # type: ignore[arg-type]
+    with pytest.raises(DatasetError, match=r"\(C, H, W\)"):
+        augment(image[0], mask, rng)
+    with pytest.raises(DatasetError, match="default_rng"):
+        augment(image, mask, 0)  # type: ignore[arg-type]
+    assert augment(image, mask, rng)[0].shape == (1, 8, 8)
 
 
 def test_intensity_jitter_changes_values_but_not_shape() -> None:

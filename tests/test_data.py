@@ -204,6 +204,24 @@ def test_split_views_inspection_and_config(tmp_path: Path) -> None:
         ds[10]
 
 
+def test_split_and_keyed_items_refuse_bad_fractions_and_seeds() -> None:
+    # These escaped as numpy's TypeError/ValueError ("'<' not supported", "SeedSequence
+    # expects int"), or (a bool seed) were taken as seed 1.
+    images = [np.full((8, 8), i, np.uint8) for i in range(4)]
+    ds = SegmentationDataset(images, [np.eye(8, dtype=np.uint8)] * 4, augment=Augment(4))
+    for fraction in ("0.2", None):
+        with pytest.raises(DatasetError, match="val_fraction"):
+            ds.split(fraction)  # type: ignore[arg-type]
+    for seed in (-1, 1.5, "x", None):
+        with pytest.raises(DatasetError, match="seed"):
+            ds.split(0.5, seed=seed)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="seed"):
+            ds[(0, seed)]  # type: ignore[index]
+    with pytest.raises(TypeError, match="seed"):
+        ds[(0, True)]
+    assert ds[(0, np.int64(3))][1].shape == (4, 4)
+
+
 def test_views_pickle_and_work_in_dataloader_workers(tmp_path: Path) -> None:
     images, masks = make_folder(tmp_path, n=4)
     ds = SegmentationDataset(images, masks, augment=Augment(patch_size=8))

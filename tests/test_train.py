@@ -168,6 +168,21 @@ def test_keyed_dataset_gets_default_augmentation_split_and_metadata() -> None:
     assert cfg.image_mean == (0.5,) and cfg.metrics is not None
 
 
+def test_torch_wrappers_of_a_segmentation_dataset_are_refused() -> None:
+    # A Subset trained silently on whole, unaugmented images and left image_mean out of
+    # the config although its items were normalised: segment() then skipped normalising.
+    images = [np.full((16, 16), 40 * i, np.uint8) for i in range(4)]
+    data = SegmentationDataset(images, [np.eye(16, dtype=np.uint8)] * 4, progress=False)
+    subsets = torch.utils.data.random_split(data, [3, 1])
+    for wrapped in (
+        subsets[0],
+        torch.utils.data.ConcatDataset([data, data]),
+        torch.utils.data.Subset(torch.utils.data.ConcatDataset([data]), [0, 1]),
+    ):
+        with pytest.raises(DatasetError, match=r"of a SegmentationDataset.*data\.split"):
+            fit(tiny(), wrapped, epochs=1, **FAST)
+
+
 @pytest.mark.parametrize(
     ("augment", "flips"),
     [

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import torch
-from torch.utils.data import random_split
+from torch.utils.data import ConcatDataset, Subset, random_split
 
 from ._utils import autocast_dtype, logger
 from .augment import Augment
@@ -180,6 +180,15 @@ def is_keyed(ds: object) -> bool:
     return hasattr(ds, "with_augment") and hasattr(ds, "config_fields")
 
 
+def wraps_keyed(ds: object) -> bool:
+    """A torch ``Subset``/``ConcatDataset`` (at any depth) over a ``SegmentationDataset``."""
+    if isinstance(ds, Subset):
+        return is_keyed(ds.dataset) or wraps_keyed(ds.dataset)
+    if isinstance(ds, ConcatDataset):
+        return any(is_keyed(d) or wraps_keyed(d) for d in ds.datasets)
+    return False
+
+
 def as_pair(item: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     """A dataset item as (image (C, H, W) float, mask (H, W) int64).
 
@@ -307,8 +316,20 @@ def resolve_data(
 
     Raises:
         TrainingError: a fraction outside (0, 1), or too few items to split.
-        DatasetError: empty data.
+        DatasetError: empty data, or a torch ``Subset``/``ConcatDataset`` of a
+            ``SegmentationDataset`` as training data.
     """
+    if wraps_keyed(train_data):
+        # Wrapped, it is only (image, mask) pairs: fit() would train on whole images with
+        # no patches or augmentation, and the model's config would get neither classes nor
+        # mean/std although the items are normalised, so segment() would feed the trained
+        # model unnormalised images.
+        raise DatasetError(
+            f"train_data is a torch {type(train_data).__name__} of a SegmentationDataset, "
+            "which hides its patches, augmentation and metadata from fit(); pass the "
+            "SegmentationDataset itself (data.split(val_fraction) for a validation set), or "
+            "build one from just the images you want to train on"
+        )
     # Any number is meant as a fraction (np.float32, or 0 and 1 typed as ints), not a dataset.
     if isinstance(val_data, numbers.Number):
         if isinstance(val_data, bool) or not (

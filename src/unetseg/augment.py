@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, DatasetError
 
 __all__ = ["Augment", "CropPlan", "crop_with_padding", "foreground_points"]
 
@@ -101,11 +102,21 @@ def crop_with_padding(
 
 
 def _check(name: str, value: object, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    # numbers.Real: numpy scalars such as np.float32(0.1) are numbers too.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(f"Augment: {name} must be a number, got {value!r}")
-    if not low <= value <= high:
+    number = float(value)
+    if not low <= number <= high:
         raise ConfigError(f"Augment: {name} must be in [{low}, {high}], got {value}")
-    return float(value)
+    return number
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_pair(value: object) -> bool:
+    return isinstance(value, (tuple, list))
 
 
 @dataclass(frozen=True)
@@ -161,23 +172,34 @@ class Augment:
     ignore_index: int | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
-        size = self.patch_size
+        size: Any = self.patch_size
         if size is not None:
-            pair = (size, size) if isinstance(size, int) else tuple(size)
-            if len(pair) != 2 or not all(
-                isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in pair
-            ):
+            pair = (size, size) if _is_int(size) else tuple(size) if _is_pair(size) else ()
+            if len(pair) != 2 or not all(_is_int(s) and s > 0 for s in pair):
                 raise ConfigError(
                     f"Augment: patch_size must be a positive int or (h, w), got {size!r}"
                 )
-            object.__setattr__(self, "patch_size", (pair[0], pair[1]))
+            object.__setattr__(self, "patch_size", (int(pair[0]), int(pair[1])))
         if self.scale is not None:
-            low, high = (float(s) for s in self.scale)
+            scale = tuple(self.scale) if _is_pair(self.scale) else ()
+            if len(scale) != 2 or not all(
+                isinstance(s, numbers.Real) and not isinstance(s, bool) for s in scale
+            ):
+                raise ConfigError(
+                    f"Augment: scale must be (low, high) zoom factors or None, got {self.scale!r}"
+                )
+            low, high = float(scale[0]), float(scale[1])
             if not 0 < low <= high <= 10:
                 raise ConfigError(
                     f"Augment: scale must be (low, high) with 0 < low <= high <= 10, got {self.scale!r}"
                 )
             object.__setattr__(self, "scale", (low, high))
+        for name in ("flip", "vflip", "rotate90"):
+            # A truthy string ("no") would silently switch the transform on.
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"Augment: {name} must be True or False, got {getattr(self, name)!r}"
+                )
         for name in ("brightness", "contrast", "gamma"):
             _check(name, getattr(self, name), 0.0, 0.9)
         _check("foreground_prob", self.foreground_prob, 0.0, 1.0)
@@ -336,7 +358,25 @@ class Augment:
         Returns:
             (C, P_h, P_w) float32 image and (P_h, P_w) int64 mask, ``P`` the patch size
             (the input's own size when ``patch_size`` is ``None``).
+
+        Raises:
+            DatasetError: the inputs are not tensors of those shapes, or ``rng`` is not a
+                ``numpy.random.Generator``.
         """
+        if not (isinstance(image, torch.Tensor) and isinstance(mask, torch.Tensor)):
+            raise DatasetError(
+                f"Augment takes torch tensors, got {type(image).__name__} and "
+                f"{type(mask).__name__}; convert numpy arrays with torch.from_numpy"
+            )
+        if image.dim() != 3 or mask.dim() != 2 or image.shape[1:] != mask.shape:
+            raise DatasetError(
+                f"Augment takes an image (C, H, W) and its mask (H, W), got "
+                f"{tuple(image.shape)} and {tuple(mask.shape)}"
+            )
+        if not isinstance(rng, np.random.Generator):
+            raise DatasetError(
+                f"Augment takes rng=numpy.random.default_rng(seed), got {type(rng).__name__}"
+            )
         height, width = mask.shape[-2:]
         points = foreground_points(mask.detach().cpu().numpy(), self.ignore_index)
         plan = self.plan(int(height), int(width), rng, points)

@@ -17,6 +17,7 @@ augmented items cost about the same whatever the image size.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -203,10 +204,17 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             (train view, validation view), each in the original sample order.
 
         Raises:
-            DatasetError: ``val_fraction`` outside (0, 1), or fewer than 2 samples.
+            DatasetError: ``val_fraction`` outside (0, 1), ``seed`` not an int >= 0, or
+                fewer than 2 samples.
         """
-        if isinstance(val_fraction, bool) or not 0 < val_fraction < 1:
+        if (
+            isinstance(val_fraction, bool)
+            or not isinstance(val_fraction, numbers.Real)
+            or not 0 < val_fraction < 1
+        ):
             raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+        if not _is_seed(seed):
+            raise DatasetError(f"seed must be an int >= 0, got {seed!r}")
         if len(self) < 2:
             raise DatasetError(f"cannot split {len(self)} sample(s); add more images")
         n_val = min(len(self) - 1, max(1, round(val_fraction * len(self))))
@@ -236,12 +244,12 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
 
         Raises:
             IndexError: the index is out of range.
-            TypeError: the key is neither an int nor an (int, int) tuple.
+            TypeError: the key is neither an int nor an (int, int >= 0) tuple.
         """
         seed: int | None = None
         if isinstance(key, tuple):
-            if len(key) != 2:
-                raise TypeError(f"keys are an index or (index, seed), got {key!r}")
+            if len(key) != 2 or not _is_seed(key[1]):
+                raise TypeError(f"keys are an index or (index, seed >= 0), got {key!r}")
             key, seed = key
         if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
             raise TypeError(f"dataset index must be an int, got {type(key).__name__}")
@@ -385,6 +393,11 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             f"SegmentationDataset({len(self)} samples, in_channels={self.in_channels}, "
             f"num_classes={self.num_classes}, mask_encoding={self._store.codec.encoding!r})"
         )
+
+
+def _is_seed(value: object) -> bool:
+    # What numpy.random.default_rng takes as a seed, checked here to fail with our message.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 0
 
 
 def _fmt(values: Sequence[float]) -> str:

@@ -103,6 +103,7 @@ def fit(
             default), or any dataset of ``(image (C, H, W), mask (H, W))`` pairs
             (integer images are scaled by their dtype's range, as ``segment()`` does; no
             normalisation, so a model whose config has ``image_mean`` gets a warning).
+            A torch ``Subset``/``ConcatDataset`` of a ``SegmentationDataset`` is refused.
         val_data: a dataset scored every epoch (a ``SegmentationDataset`` built with
             ``like=train_data``, so its masks map to the same classes), or a fraction of
             ``train_data`` split off with ``seed``; None for no validation.
