@@ -369,3 +369,20 @@ def test_ctrl_c_in_train_offers_resume_only_when_a_checkpoint_exists(
     err = capsys.readouterr().err
     assert ("--resume" in err) is saved
     assert err.rstrip().endswith("interrupted") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("opset", ["9", "10"])
+def test_export_with_a_too_old_opset_is_one_error_line_and_no_stdout(
+    opset: str,
+    trained: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("onnx")
+    model, _, _ = trained
+    path = tmp_path / "m.onnx"
+    assert main(["export", str(model), str(path), "--opset", opset]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""  # torch prints its whole graph there when the export fails
+    assert err.startswith("error: opset ") and "11" in err and len(err.splitlines()) == 1
+    assert not path.exists()
