@@ -344,3 +344,45 @@ def test_ctrl_c_is_exit_130(
     assert (
         main(["segment", str(model), str(images), "--out", str(tmp_path), "--no-progress"]) == 130
     )
+
+
+@pytest.mark.parametrize("saved", [False, True])
+def test_ctrl_c_in_train_offers_resume_only_when_a_checkpoint_exists(
+    saved: bool,
+    trained: tuple[Path, Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ckpt = tmp_path / "ckpt"
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        if saved:  # as fit() does on Ctrl-C once the loop runs
+            ckpt.mkdir()
+            (ckpt / "interrupted.safetensors").write_bytes(b"")
+        raise KeyboardInterrupt  # before the loop: nothing saved
+
+    monkeypatch.setattr("unetseg.cli._train.fit", interrupted)
+    _, images, masks = trained
+    argv = ["train", str(images), str(masks), "--out", str(tmp_path / "m"), *TINY]
+    assert main([*argv, "--checkpoint-dir", str(ckpt)]) == 130
+    err = capsys.readouterr().err
+    assert ("--resume" in err) is saved
+    assert err.rstrip().endswith("interrupted") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("opset", ["9", "10"])
+def test_export_with_a_too_old_opset_is_one_error_line_and_no_stdout(
+    opset: str,
+    trained: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("onnx")
+    model, _, _ = trained
+    path = tmp_path / "m.onnx"
+    assert main(["export", str(model), str(path), "--opset", opset]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""  # torch prints its whole graph there when the export fails
+    assert err.startswith("error: opset ") and "11" in err and len(err.splitlines()) == 1
+    assert not path.exists()

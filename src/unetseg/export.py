@@ -26,6 +26,8 @@ from .model import UNet
 __all__ = ["ExportError", "export_onnx"]
 
 DEFAULT_OPSET = 17
+#: Padding by a computed amount (to a multiple of 2**depth) needs Pad with a sizes input.
+MIN_OPSET = 11
 
 
 class ExportError(UnetsegError, RuntimeError):
@@ -55,9 +57,14 @@ def export_onnx(
         The path written.
 
     Raises:
-        ExportError: the ``onnx`` package is missing (``pip install "unetseg[onnx]"``) or
-            the exporter failed.
+        ExportError: the ``onnx`` package is missing (``pip install "unetseg[onnx]"``),
+            ``opset`` is older than 11, or the exporter failed.
     """
+    if opset < MIN_OPSET:  # else torch fails with its whole graph in the message and on stdout
+        raise ExportError(
+            f"opset {opset} cannot express the model's padding to a multiple of 2**depth; "
+            f"use opset {MIN_OPSET} or newer (default {DEFAULT_OPSET})"
+        )
     try:
         import onnx
     except ImportError:

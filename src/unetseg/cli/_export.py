@@ -27,7 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("output", metavar="OUT.onnx", help="the file to write")
     p.add_argument(
-        "--opset", type=positive_int, default=DEFAULT_OPSET, metavar="N", help="ONNX opset version"
+        "--opset",
+        type=positive_int,
+        default=DEFAULT_OPSET,
+        metavar="N",
+        help="ONNX opset version, 11 or newer",
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._utils import check_device
+from ..checkpoint import CHECKPOINT_NAMES
 from ..config import UNetConfig
 from ..data import SegmentationDataset
 from ..model import UNet
@@ -192,7 +193,11 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except KeyboardInterrupt:
-        if args.checkpoint_dir:
+        # A Ctrl-C before the loop starts (data split, device setup) saves nothing.
+        folder = Path(args.checkpoint_dir or "")
+        if args.checkpoint_dir and any(
+            (folder / f"{name}.safetensors").is_file() for name in CHECKPOINT_NAMES
+        ):
             print(
                 f"checkpoint saved in {args.checkpoint_dir}; add --resume to the same "
                 "command to continue",
