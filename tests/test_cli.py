@@ -164,6 +164,21 @@ def test_evaluate_prints_a_table_and_json_with_every_class(
     assert 0 <= report["mean_iou"] <= 1
 
 
+def test_evaluate_no_progress_silences_the_reading_bars(
+    trained: tuple[Path, Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from unetseg import _store
+
+    monkeypatch.setattr(_store, "_PROGRESS_DELAY", 0.0)  # bars show at once
+    model, images, masks = trained
+    assert main(["evaluate", str(model), str(images), str(masks), "--json"]) == 0
+    assert "reading" in capsys.readouterr().err
+    assert main(["evaluate", str(model), str(images), str(masks), "--no-progress"]) == 0
+    assert "reading" not in capsys.readouterr().err
+
+
 def test_evaluate_decodes_masks_with_the_models_mapping(
     trained: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -179,7 +179,7 @@ def find_latest(directory: str | os.PathLike[str]) -> Checkpoint:
         raise CheckpointError(
             f"resume=True but {directory} holds no checkpoint "
             f"({', '.join(n + '.safetensors' for n in CHECKPOINT_NAMES)}); "
-            "pass resume=False to start a new run"
+            "start a new run without resuming (resume=False; on the command line, drop --resume)"
         )
     checkpoints = [read_checkpoint(p) for p in found]
     return max(checkpoints, key=lambda c: int(c.state.get("step", -1)))

@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", metavar="IMAGES", help="folder of images")
     p.add_argument("masks", metavar="MASKS", help="folder of true masks, paired by file stem")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_inference_flags(p, tiles=False)
 
 
@@ -42,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     # like=model: masks decode with the model's mapping (a test set decoded on its own
     # could lack a class and number the rest differently), palette PNGs written by
     # 'segment' included; images are checked, paired and sized against their masks.
-    data = SegmentationDataset(args.images, args.masks, like=model, augment=False)
+    data = SegmentationDataset(
+        args.images, args.masks, like=model, augment=False, progress=not args.no_progress
+    )
     config = model.config
     k = config.num_classes
     images = [image for image, _ in data.paths if image is not None]  # folders: all paths
