@@ -98,6 +98,31 @@ def test_wrong_input_shape_is_a_clear_error() -> None:
         model(torch.randn(3, 8, 8))
 
 
+@pytest.mark.parametrize(
+    ("x", "match"),
+    [
+        (torch.randn(1, 3, 8, 8, dtype=torch.float64), "float32 but the input is torch.float64"),
+        (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "input is torch.uint8"),
+        (torch.randn(1, 3, 0, 8), "H, W >= 1"),
+        (torch.randn(1, 3, 8, 8).numpy(), "torch.Tensor, got ndarray"),
+    ],
+)
+def test_wrong_input_type_is_a_clear_error(x: object, match: str) -> None:
+    # torch's own messages ("expected scalar type Double but found Float") name no fix.
+    with pytest.raises(InputError, match=match):
+        tiny(in_channels=3).eval()(x)
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+def test_training_on_a_1x1_bottleneck_says_what_to_do(norm: str) -> None:
+    model = tiny(in_channels=3, norm=norm).train()  # depth 3: 8x8 shrinks to 1x1
+    with pytest.raises(InputError, match=r"1x1 at the bottleneck.*a side over 8 pixels"):
+        model(torch.randn(1, 3, 8, 8))
+    assert model(torch.randn(1, 3, 8, 9)).shape == (1, 2, 8, 9)
+    if norm == "batch":
+        assert model(torch.randn(2, 3, 8, 8)).shape == (2, 2, 8, 8)
+
+
 def test_channels_last_gives_same_logits() -> None:
     model = tiny(in_channels=3).eval()
     x = torch.randn(2, 3, 40, 52)

@@ -112,15 +112,47 @@ class UNet(HubMixin, nn.Module):
             (N, num_classes, H, W) logits.
 
         Raises:
-            InputError: ``x`` is not 4-D or has the wrong number of channels.
+            InputError: ``x`` is not a 4-D tensor, has the wrong number of channels, an
+                empty side or another dtype than the weights (outside autocast), or would
+                shrink to a single value per channel at the bottleneck in training mode.
         """
+        if not isinstance(x, torch.Tensor):
+            raise InputError(
+                f"UNet expects a torch.Tensor, got {type(x).__name__}; "
+                "convert images with unetseg.imaging.prepare_image()"
+            )
         if x.dim() != 4 or x.shape[1] != self.config.in_channels:
             raise InputError(
                 f"UNet expects (N, {self.config.in_channels}, H, W) input, got shape "
                 f"{tuple(x.shape)}; convert images with unetseg.imaging.prepare_image()"
             )
+        weights = self.head.weight.dtype
+        # Autocast casts float inputs itself; otherwise torch's message ("expected scalar
+        # type Double but found Float") names neither the input nor the fix.
+        if not x.is_floating_point() or (
+            x.dtype != weights and not torch.is_autocast_enabled(x.device.type)
+        ):
+            raise InputError(
+                f"UNet's weights are {weights} but the input is {x.dtype}; "
+                f"pass x.to({weights}) (unetseg.imaging.prepare_image() gives float32)"
+            )
         height, width = x.shape[-2], x.shape[-1]
+        if height < 1 or width < 1:
+            raise InputError(f"UNet needs H, W >= 1, got shape {tuple(x.shape)}")
         multiple = self.config.size_multiple
+        if self.training and self.config.norm in ("batch", "instance"):
+            # The bottleneck is (H / 2**depth) x (W / 2**depth), rounded up; torch's own
+            # "Expected more than 1 value per channel" does not say why or what to do.
+            values = -(-height // multiple) * -(-width // multiple)
+            batch = self.config.norm == "batch"
+            if values * (x.shape[0] if batch else 1) == 1:
+                raise InputError(
+                    f"in training mode norm={self.config.norm!r} needs more than one value "
+                    f"per channel, but input of shape {tuple(x.shape)} shrinks to 1x1 at the "
+                    f"bottleneck (depth={self.config.depth}); use "
+                    + ("more than one image per batch, " if batch else "")
+                    + f"a side over {multiple} pixels, or model.eval()"
+                )
         # Always pad (possibly by 0): a shape-dependent branch would stop torch.export
         # from producing one graph for every height and width.
         x = F.pad(x, (0, (-width) % multiple, 0, (-height) % multiple))
