@@ -88,6 +88,10 @@ def test_built_from_config_or_arguments_alike() -> None:
         UNet(1, 2, width=8)
     with pytest.raises(ConfigError, match="base_channels"):
         UNet(1, 2, base_channels=10**9)
+    with pytest.raises(ConfigError, match="in_channels given twice"):
+        UNet(4, 2, in_channels=1, base_channels=4)
+    assert UNet(num_classes=2, base_channels=4).in_channels == 3
+    assert UNet(in_channels=1, base_channels=4).in_channels == 1
 
 
 def test_wrong_input_shape_is_a_clear_error() -> None:

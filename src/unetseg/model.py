@@ -32,7 +32,8 @@ class UNet(HubMixin, nn.Module):
         UNet(config)
 
     Args:
-        config_or_in_channels: a ``UNetConfig``, or the number of input channels.
+        config_or_in_channels: a ``UNetConfig``, or the number of input channels
+            (default 3).
         num_classes: output classes (binary tasks use 2).
         **kwargs: any other ``UNetConfig`` field (``base_channels``, ``depth``, ``norm``,
             ``upsample``, ``activation``, ``dropout``, ...), keyword only.
@@ -43,7 +44,7 @@ class UNet(HubMixin, nn.Module):
 
     def __init__(
         self,
-        config_or_in_channels: UNetConfig | int = 3,
+        config_or_in_channels: UNetConfig | int | None = None,
         num_classes: int | None = None,
         **kwargs: Any,
     ):
@@ -56,7 +57,15 @@ class UNet(HubMixin, nn.Module):
                 )
             config = config_or_in_channels
         else:
-            fields = {"in_channels": config_or_in_channels, **kwargs}
+            fields = dict(kwargs)
+            if config_or_in_channels is not None:
+                # Else UNet(4, in_channels=1) would build a 1-channel model without a word.
+                if "in_channels" in kwargs:
+                    raise ConfigError(
+                        f"in_channels given twice: {config_or_in_channels!r} positionally "
+                        f"and in_channels={kwargs['in_channels']!r}; pass it once"
+                    )
+                fields["in_channels"] = config_or_in_channels
             if num_classes is not None:
                 fields["num_classes"] = num_classes
             try:
