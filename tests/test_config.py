@@ -57,6 +57,7 @@ def test_absurd_width_fails_before_allocating() -> None:
         ("mask_encoding", "jpeg", "mask_encoding"),
         ("metrics", {"miou": "high"}, "metrics"),
         ("metrics", {"miou": float("nan")}, "finite"),  # config.json would not be JSON
+        ("metrics", {"miou": 10**400}, "finite"),  # beyond any float: not OverflowError
         ("ignore_colors", [[0, 0, 0]], "needs an ignore_index"),
         ("tta_flips", ["diagonal"], "tta_flips"),
         ("tta_flips", "horizontal", "tta_flips must be a list"),
@@ -102,6 +103,8 @@ def test_from_dict_refuses_unknown_keys_and_newer_versions() -> None:
         UNetConfig.from_dict({**data, "in_channels": "3"}, source="x/config.json")
     with pytest.raises(ConfigError, match="JSON object"):
         UNetConfig.from_dict([1, 2])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \[1, 'colour_space'\]"):
+        UNetConfig.from_dict({**data, 1: 2, "colour_space": "rgb"})
 
 
 def test_replace_validates_and_refuses_unknown_fields() -> None:

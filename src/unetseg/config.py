@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -253,11 +254,12 @@ class UNetConfig:
                 if not isinstance(key, str):
                     raise ConfigError(f"metrics keys must be strings, got {key!r}")
                 # NaN/inf would be written to config.json as NaN/Infinity, which is not JSON:
-                # the saved checkpoint could never be loaded again.
+                # the saved checkpoint could never be loaded again. abs() <= max, not
+                # isfinite(): that raises OverflowError on an int beyond any float.
                 if (
                     isinstance(value, bool)
                     or not isinstance(value, (int, float))
-                    or not math.isfinite(value)
+                    or not abs(value) <= sys.float_info.max
                 ):
                     raise ConfigError(f"metrics[{key!r}] must be a finite number, got {value!r}")
             set_(self, "metrics", {k: float(v) for k, v in self.metrics.items()})
@@ -321,7 +323,8 @@ class UNetConfig:
                 f"{source}: format_version {version} is newer than this unetseg understands "
                 f"({FORMAT_VERSION}); upgrade unetseg (pip install -U unetseg)"
             )
-        unknown = sorted(set(data) - set(_field_names()))
+        # key=str: a mapping from elsewhere than JSON may mix int and str keys.
+        unknown = sorted(set(data) - set(_field_names()), key=str)
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) {unknown}; valid keys: {_field_names()}")
         try:
