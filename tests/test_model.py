@@ -117,6 +117,14 @@ def test_wrong_input_type_is_a_clear_error(x: object, match: str) -> None:
         tiny(in_channels=3).eval()(x)
 
 
+def test_autocast_takes_other_float_inputs_but_not_float64() -> None:
+    model = tiny(in_channels=3).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(torch.randn(1, 3, 9, 9).half()).shape == (1, 2, 9, 9)
+        with pytest.raises(InputError, match="float64"):  # autocast never casts float64
+            model(torch.randn(1, 3, 9, 9, dtype=torch.float64))
+
+
 @pytest.mark.parametrize("norm", ["batch", "instance"])
 def test_training_on_a_1x1_bottleneck_says_what_to_do(norm: str) -> None:
     model = tiny(in_channels=3, norm=norm).train()  # depth 3: 8x8 shrinks to 1x1

@@ -136,11 +136,10 @@ class UNet(HubMixin, nn.Module):
                 f"{tuple(x.shape)}; convert images with unetseg.imaging.prepare_image()"
             )
         weights = self.head.weight.dtype
-        # Autocast casts float inputs itself; otherwise torch's message ("expected scalar
-        # type Double but found Float") names neither the input nor the fix.
-        if not x.is_floating_point() or (
-            x.dtype != weights and not torch.is_autocast_enabled(x.device.type)
-        ):
+        # Autocast casts float inputs itself, except float64; otherwise torch's message
+        # ("expected scalar type Double but found Float") names neither input nor fix.
+        autocast = torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64
+        if not x.is_floating_point() or (x.dtype != weights and not autocast):
             raise InputError(
                 f"UNet's weights are {weights} but the input is {x.dtype}; "
                 f"pass x.to({weights}) (unetseg.imaging.prepare_image() gives float32)"
