@@ -40,3 +40,19 @@ def test_plot_without_matplotlib_says_how_to_install(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"unetseg\[plot\]"):
         _history().plot("x.png")
+
+
+def test_plot_shows_a_single_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    saved: list[Figure] = []
+    save = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k))
+    )
+    h = _history()
+    h.epochs = h.epochs[:1]  # a line through one point draws nothing: each curve needs markers
+    h.plot(tmp_path / "one.png")
+    lines = [line for ax in saved[0].axes for line in ax.get_lines() if line.get_label() != "best"]
+    assert len(lines) == 5 and all(line.get_marker() not in ("None", "", None) for line in lines)

@@ -96,19 +96,20 @@ class History:
             ) from None
         epochs = self.metric("epoch")
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-        axes[0].plot(epochs, self.train_loss, label="train loss")
+        # Markers, so a single epoch (or one between NaNs) is a visible point, not nothing.
+        axes[0].plot(epochs, self.train_loss, marker=".", label="train loss")
         axes[0].set_title("training loss")
         val_names = ["val/mean_iou", "val/mean_dice", "val/pixel_accuracy"]
         if any(not math.isnan(v) for v in self.val_mean_iou):
             for name in val_names:
-                axes[1].plot(epochs, self.metric(name), label=name.removeprefix("val/"))
+                axes[1].plot(epochs, self.metric(name), marker=".", label=name.removeprefix("val/"))
             if self.best_epoch is not None:
                 axes[1].axvline(self.best_epoch, color="grey", linestyle=":", label="best")
             axes[1].legend()
         else:
             axes[1].text(0.5, 0.5, "no validation data", ha="center", va="center")
         axes[1].set_title("validation")
-        axes[2].plot(epochs, self.metric("lr"))
+        axes[2].plot(epochs, self.metric("lr"), marker=".")
         axes[2].set_title("learning rate")
         for ax in axes:
             ax.set_xlabel("epoch")
