@@ -131,3 +131,10 @@ def test_overlay_reads_a_pil_image_as_segment_does() -> None:
     for picture in (Image.fromarray(deep), Image.fromarray(deep.astype(np.float32) / 65535)):
         shown = np.asarray(overlay(picture, background, config))[..., 0]
         np.testing.assert_array_equal(shown, np.round(deep / 65535 * 255))
+
+
+def test_default_palette_gives_every_class_its_own_colour() -> None:
+    palette = default_palette(300)  # e.g. ADE20K-full: class 256 must not be black like class 0
+    assert len({tuple(color) for color in palette.tolist()}) == 300
+    np.testing.assert_array_equal(palette[:256], default_palette(256))
+    assert colorize(np.array([[0, 256]]), UNetConfig(num_classes=300))[0, 1].any()

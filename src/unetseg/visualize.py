@@ -71,11 +71,11 @@ def default_palette(num_classes: int) -> np.ndarray:
     """(num_classes, 3) uint8 distinct colours: the PASCAL VOC palette (class 0 black).
 
     Bits of the class index are spread over R, G and B from the high bit down, so
-    neighbouring classes get very different colours; it repeats after 256 classes.
+    neighbouring classes get very different colours; the eight rounds take 24 bits, so
+    every class gets its own colour (class 256 is not class 0's black again).
     """
-    index = np.arange(num_classes) % 256
     palette = np.zeros((num_classes, 3), dtype=np.uint8)
-    code = index.copy()
+    code = np.arange(num_classes)
     for shift in range(7, -1, -1):
         for channel in range(3):
             palette[:, channel] |= (((code >> channel) & 1) << shift).astype(np.uint8)
