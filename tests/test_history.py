@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from unetseg.errors import InputError
 from unetseg.history import History
 
 
@@ -24,7 +25,10 @@ def test_metric_access_and_json_round_trip() -> None:
     h = _history()
     assert h.train_loss == [1.0, 0.5]
     assert h.val_mean_iou == [0.4, 0.8]
-    assert math.isnan(h.metric("val/iou/x")[0])
+    with pytest.raises(InputError, match=r"'val/miou'.*'val/mean_iou'"):  # a typo is no NaN curve
+        h.metric("val/miou")
+    unvalidated = History(epochs=[{"epoch": 1.0, "train_loss": 1.0}])
+    assert math.isnan(unvalidated.val_mean_iou[0])  # no validation data: NaN, as documented
     again = History.from_dict(json.loads(json.dumps(h.to_dict())))
     assert again == h and len(again) == 2
 
@@ -55,4 +59,4 @@ def test_plot_shows_a_single_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     h.epochs = h.epochs[:1]  # a line through one point draws nothing: each curve needs markers
     h.plot(tmp_path / "one.png")
     lines = [line for ax in saved[0].axes for line in ax.get_lines() if line.get_label() != "best"]
-    assert len(lines) == 5 and all(line.get_marker() not in ("None", "", None) for line in lines)
+    assert len(lines) == 3 and all(line.get_marker() not in ("None", "", None) for line in lines)

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError
+
 __all__ = ["History"]
 
 
@@ -49,8 +51,16 @@ class History:
             name: a key of the epoch records, e.g. ``"val/mean_iou"`` or ``"val/iou/<class>"``.
 
         Returns:
-            One value per epoch, NaN where an epoch lacks it.
+            One value per epoch, NaN where an epoch lacks it (``val/...`` without validation).
+
+        Raises:
+            InputError: no epoch has ``name`` (a typo would otherwise give a curve of NaNs);
+                the message lists the names there are.
         """
+        names = {key for record in self.epochs for key in record}
+        validated = any(key.startswith("val/") for key in names)
+        if self.epochs and name not in names and (validated or not name.startswith("val/")):
+            raise InputError(f"no metric {name!r} in this history; it has {sorted(names)}")
         return [float(record.get(name, math.nan)) for record in self.epochs]
 
     @property
@@ -101,7 +111,7 @@ class History:
         axes[0].set_title("training loss")
         val_names = ["val/mean_iou", "val/mean_dice", "val/pixel_accuracy"]
         if any(not math.isnan(v) for v in self.val_mean_iou):
-            for name in val_names:
+            for name in [n for n in val_names if any(n in record for record in self.epochs)]:
                 axes[1].plot(epochs, self.metric(name), marker=".", label=name.removeprefix("val/"))
             if self.best_epoch is not None:
                 axes[1].axvline(self.best_epoch, color="grey", linestyle=":", label="best")
