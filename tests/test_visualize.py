@@ -104,6 +104,8 @@ def test_overlay_tints_classes_and_leaves_background(tmp_path: Path) -> None:
     np.testing.assert_array_equal(full[0, 1], COLORS[1])
     half = np.asarray(overlay(grey, INDICES, config))
     np.testing.assert_array_equal(half[1, 0 + 2], np.round((np.array(COLORS[2]) + 100) / 2))
+    same = np.asarray(overlay(grey, INDICES, config, alpha=np.float32(0.5)))  # numpy numbers
+    np.testing.assert_array_equal(same, half)
     save_overlay(tmp_path / "o.png", Image.fromarray(grey), INDICES, config)
     with Image.open(tmp_path / "o.png") as image:
         assert image.mode == "RGB" and image.size == (3, 2)

@@ -16,6 +16,7 @@ else a fixed palette of distinct colours (``default_palette``: class 0 black).
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from typing import IO, Any, cast
@@ -257,7 +258,7 @@ def overlay(
     Raises:
         InputError: unreadable image, bad indices, sizes that differ, or alpha out of range.
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:
         raise InputError(f"alpha must be in [0, 1], got {alpha!r}")
     cfg = _config(config)
     indices = _check_indices(indices, cfg.num_classes)
