@@ -18,7 +18,7 @@ from typing import Any, cast
 import torch
 from torch.utils.data import ConcatDataset, Subset, random_split
 
-from ._utils import autocast_dtype, logger
+from ._utils import autocast_dtype, is_integer, is_number, logger
 from .augment import Augment
 from .errors import DatasetError, ImageError, TrainingError
 from .imaging import to_unit_range
@@ -77,16 +77,10 @@ def check_arguments(
     Raises:
         TrainingError: naming the argument, its value and what it must be.
     """
-
-    def integer(value: object) -> bool:  # bool is an int, and a flag passed by mistake
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    integer = is_integer
 
     def number(value: object) -> bool:
-        return (
-            isinstance(value, numbers.Real)
-            and not isinstance(value, bool)
-            and math.isfinite(float(value))
-        )
+        return is_number(value) and math.isfinite(float(value))
 
     def at_least(value: Any, low: float) -> bool:
         return number(value) and value >= low
@@ -332,9 +326,7 @@ def resolve_data(
         )
     # Any number is meant as a fraction (np.float32, or 0 and 1 typed as ints), not a dataset.
     if isinstance(val_data, numbers.Number):
-        if isinstance(val_data, bool) or not (
-            isinstance(val_data, numbers.Real) and 0.0 < float(val_data) < 1.0
-        ):
+        if not (is_number(val_data) and 0.0 < float(val_data) < 1.0):
             raise TrainingError(
                 f"val_data as a fraction must be in (0, 1), got {val_data!r}; pass None "
                 "for no validation"

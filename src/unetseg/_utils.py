@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeGuard
 
 import torch
 
@@ -18,11 +19,23 @@ __all__ = [
     "check_device",
     "class_argmax",
     "cpu_has_fast_bf16",
+    "is_integer",
+    "is_number",
     "logger",
     "pick_device",
 ]
 
 logger = logging.getLogger("unetseg")
+
+
+def is_integer(value: object) -> TypeGuard[int]:
+    """An int, numpy integers included; not a bool (an int to Python, a flag by mistake)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> TypeGuard[float]:
+    """A real number, numpy scalars included (np.float32(0.1)); not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @contextlib.contextmanager

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import itertools
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from ._utils import is_integer, is_number
 from .errors import ConfigError, DatasetError
 
 __all__ = ["Augment", "CropPlan", "crop_with_padding", "foreground_points"]
@@ -102,17 +102,12 @@ def crop_with_padding(
 
 
 def _check(name: str, value: object, low: float, high: float) -> float:
-    # numbers.Real: numpy scalars such as np.float32(0.1) are numbers too.
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_number(value):
         raise ConfigError(f"Augment: {name} must be a number, got {value!r}")
     number = float(value)
     if not low <= number <= high:
         raise ConfigError(f"Augment: {name} must be in [{low}, {high}], got {value}")
     return number
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_pair(value: object) -> bool:
@@ -174,17 +169,15 @@ class Augment:
     def __post_init__(self) -> None:
         size: Any = self.patch_size
         if size is not None:
-            pair = (size, size) if _is_int(size) else tuple(size) if _is_pair(size) else ()
-            if len(pair) != 2 or not all(_is_int(s) and s > 0 for s in pair):
+            pair = (size, size) if is_integer(size) else tuple(size) if _is_pair(size) else ()
+            if len(pair) != 2 or not all(is_integer(s) and s > 0 for s in pair):
                 raise ConfigError(
                     f"Augment: patch_size must be a positive int or (h, w), got {size!r}"
                 )
             object.__setattr__(self, "patch_size", (int(pair[0]), int(pair[1])))
         if self.scale is not None:
             scale = tuple(self.scale) if _is_pair(self.scale) else ()
-            if len(scale) != 2 or not all(
-                isinstance(s, numbers.Real) and not isinstance(s, bool) for s in scale
-            ):
+            if len(scale) != 2 or not all(is_number(s) for s in scale):
                 raise ConfigError(
                     f"Augment: scale must be (low, high) zoom factors or None, got {self.scale!r}"
                 )

@@ -17,7 +17,6 @@ augmented items cost about the same whatever the image size.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import torch
 import torch.utils.data
 
 from ._store import SampleStore
-from ._utils import logger
+from ._utils import is_integer, is_number, logger
 from .augment import Augment, crop_with_padding
 from .config import UNetConfig
 from .errors import DatasetError
@@ -207,11 +206,7 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             DatasetError: ``val_fraction`` outside (0, 1), ``seed`` not an int >= 0, or
                 fewer than 2 samples.
         """
-        if (
-            isinstance(val_fraction, bool)
-            or not isinstance(val_fraction, numbers.Real)
-            or not 0 < val_fraction < 1
-        ):
+        if not is_number(val_fraction) or not 0 < val_fraction < 1:
             raise DatasetError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
         if not _is_seed(seed):
             raise DatasetError(f"seed must be an int >= 0, got {seed!r}")
@@ -397,7 +392,7 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
 
 def _is_seed(value: object) -> bool:
     # What numpy.random.default_rng takes as a seed, checked here to fail with our message.
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 0
+    return is_integer(value) and int(value) >= 0
 
 
 def _fmt(values: Sequence[float]) -> str:

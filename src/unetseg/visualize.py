@@ -16,7 +16,6 @@ else a fixed palette of distinct colours (``default_palette``: class 0 black).
 
 from __future__ import annotations
 
-import numbers
 import os
 from collections.abc import Sequence
 from typing import IO, Any, cast
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from ._utils import atomic_write
+from ._utils import atomic_write, is_number
 from .config import UNetConfig
 from .errors import ImageError, InputError
 from .imaging import _to_array_mode, convert_channels, read_image, to_unit_range
@@ -258,7 +257,7 @@ def overlay(
     Raises:
         InputError: unreadable image, bad indices, sizes that differ, or alpha out of range.
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:
+    if not is_number(alpha) or not 0 <= alpha <= 1:
         raise InputError(f"alpha must be in [0, 1], got {alpha!r}")
     cfg = _config(config)
     indices = _check_indices(indices, cfg.num_classes)
