@@ -174,8 +174,9 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             DatasetError: this data set skips another value, or the masks cannot be read
                 that way (the value is one of the classes).
         """
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        if not is_integer(ignore_index):
             raise DatasetError(f"ignore_index must be an int, got {ignore_index!r}")
+        ignore_index = int(ignore_index)
         if self.ignore_index == ignore_index:
             return self
         if self.ignore_index is not None:
