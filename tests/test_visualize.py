@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from unetseg import InputError, UNet, UNetConfig
+from helpers import write
+from unetseg import InputError, SegmentationDataset, UNet, UNetConfig
 from unetseg.visualize import (
     colorize,
     default_palette,
@@ -140,3 +142,145 @@ def test_default_palette_gives_every_class_its_own_colour() -> None:
     assert len({tuple(color) for color in palette.tolist()}) == 300
     np.testing.assert_array_equal(palette[:256], default_palette(256))
     assert colorize(np.array([[0, 256]]), UNetConfig(num_classes=300))[0, 1].any()
+
+
+# --- ground-truth masks with void pixels -------------------------------------------------
+
+VOID_GT = np.array([[0, 1, 255], [2, 255, 0]], dtype=np.uint8)  # VOC-style void 255
+
+
+def _dataset(tmp_path: Path, masks: list[Path], **kwargs: Any) -> SegmentationDataset:
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (2, 3), np.uint8) for _ in masks]
+    return SegmentationDataset(images, masks, augment=False, progress=False, **kwargs)
+
+
+def _round_trip(
+    tmp_path: Path, masks: list[Path], reread: dict[str, Any] | None = None, **kwargs: Any
+) -> UNetConfig:
+    """SegmentationDataset -> save_mask -> SegmentationDataset gives the same files/classes.
+
+    The written masks are read again with ``reread`` (default ``kwargs``) and ``like=``.
+    """
+    first = _dataset(tmp_path, masks, **kwargs)
+    config = UNetConfig(**first.config_fields())
+    written = []
+    for i, original in enumerate(masks):
+        gt = first[i][1]
+        assert (gt == config.ignore_index).any()  # the void pixels are there
+        written.append(tmp_path / "out" / f"{i}.png")
+        save_mask(written[-1], gt, config)
+        with Image.open(original) as before, Image.open(written[-1]) as after:
+            np.testing.assert_array_equal(np.asarray(after.convert("RGB")), before.convert("RGB"))
+    fresh = _dataset(tmp_path, written, **(kwargs if reread is None else reread))
+    for again in (fresh, _dataset(tmp_path, written, like=config)):
+        for i in range(len(masks)):
+            torch.testing.assert_close(again[i][1], first[i][1], rtol=0, atol=0)
+    return config
+
+
+def test_palette_masks_with_void_255_round_trip(tmp_path: Path) -> None:
+    voc = default_palette(256)  # VOC palette: void 255 is the cream (224, 224, 192) border
+    paths = []
+    for i in range(2):
+        mask = Image.fromarray(np.roll(VOID_GT, i, axis=1))
+        mask.putpalette(voc.ravel().tolist())
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        mask.save(tmp_path / "masks" / f"{i}.png")
+        paths.append(tmp_path / "masks" / f"{i}.png")
+    config = _round_trip(tmp_path, paths, ignore_index=255)
+    assert (config.mask_encoding, config.ignore_index) == ("palette", 255)
+    with Image.open(tmp_path / "out" / "0.png") as image:
+        assert image.mode == "P"
+        np.testing.assert_array_equal(np.asarray(image), VOID_GT)  # void stays 255
+    painted = colorize(VOID_GT, config)
+    np.testing.assert_array_equal(painted[0, 2], (224, 224, 192))
+    np.testing.assert_array_equal(painted[0, 1], voc[1])
+
+
+def test_colour_masks_with_a_void_colour_round_trip(tmp_path: Path) -> None:
+    # CamVid-style: void is drawn black and mapped to 255 through color_map.
+    colors = {(0, 0, 0): 255, (128, 64, 128): 0, (60, 40, 222): 1, (128, 128, 0): 2}
+    lut = np.zeros((256, 3), np.uint8)
+    for color, cls in colors.items():
+        lut[cls] = color
+    paths = [write(tmp_path / "masks" / f"{i}.png", lut[np.roll(VOID_GT, i)]) for i in range(2)]
+    # The palette PNG save_mask writes reads back as classes, or as colours with like=.
+    config = _round_trip(tmp_path, paths, {"ignore_index": 255}, ignore_index=255, color_map=colors)
+    assert config.mask_encoding == "color" and config.ignore_colors == ((0, 0, 0),)
+    # colorize draws the user's own colour mask back, void included.
+    np.testing.assert_array_equal(colorize(VOID_GT, config), lut[VOID_GT])
+    with Image.open(tmp_path / "out" / "0.png") as image:
+        assert image.mode == "P"
+        np.testing.assert_array_equal(np.asarray(image), VOID_GT)  # void at entry 255
+
+
+def test_grey_masks_with_ignore_index_round_trip(tmp_path: Path) -> None:
+    levels = np.array([0, 100, 200])
+    grey = [np.where(np.roll(VOID_GT, i) == 255, 255, levels[np.roll(VOID_GT, i) % 255])
+            for i in range(2)]  # fmt: skip
+    paths = [write(tmp_path / "masks" / f"{i}.png", g.astype(np.uint8)) for i, g in enumerate(grey)]
+    config = _round_trip(tmp_path, paths, ignore_index=255)
+    assert (config.mask_encoding, config.mask_values) == ("grey", (0, 100, 200))
+    np.testing.assert_array_equal(to_mask_values(VOID_GT, config), grey[0])
+    assert tuple(colorize(VOID_GT, config)[0, 2]) == (255, 255, 255)  # no void colour: white
+
+
+def test_index_masks_with_void_11_as_fit_records_it(tmp_path: Path) -> None:
+    # fit(ignore_index=11) on 0..10 index masks records 11 in the config.
+    config = UNetConfig(num_classes=11, mask_encoding="index", ignore_index=11)
+    gt = np.array([[0, 10, 11]], dtype=np.int64)
+    save_mask(tmp_path / "m.png", gt, config)
+    with Image.open(tmp_path / "m.png") as image:
+        assert image.mode == "L"
+        np.testing.assert_array_equal(np.asarray(image), gt)
+    assert tuple(colorize(gt, config)[0, 2]) == (255, 255, 255)
+
+
+def test_overlay_leaves_void_pixels_of_a_ground_truth_mask_untinted(tmp_path: Path) -> None:
+    config = UNetConfig(num_classes=3, class_colors=COLORS, ignore_index=255)
+    grey = np.full((2, 3), 100, dtype=np.uint8)
+    shown = np.asarray(overlay(grey, VOID_GT, config, alpha=1.0))
+    for row, col in ((0, 2), (1, 1), (0, 0)):  # void twice, then background
+        np.testing.assert_array_equal(shown[row, col], [100, 100, 100])
+    np.testing.assert_array_equal(shown[0, 1], COLORS[1])
+    np.testing.assert_array_equal(shown[1, 0], COLORS[2])
+    # A config that does not know the void value (fit() on plain tensors): say it.
+    bare = UNetConfig(num_classes=3, class_colors=COLORS)
+    with pytest.raises(InputError, match=r"255.*ignore_index=255"):
+        overlay(grey, VOID_GT, bare)
+    gt = torch.from_numpy(VOID_GT.astype(np.int64))
+    np.testing.assert_array_equal(np.asarray(overlay(grey, gt, bare, 1.0, ignore_index=255)), shown)
+    save_overlay(tmp_path / "o.png", grey, gt, bare, 1.0, ignore_index=255)
+    with Image.open(tmp_path / "o.png") as image:
+        np.testing.assert_array_equal(np.asarray(image), shown)
+
+
+def test_void_given_as_an_argument_and_negative_void() -> None:
+    config = UNetConfig(num_classes=3, mask_encoding="grey", mask_values=(0, 100, 200))
+    gt = np.array([[0, -100], [2, 1]])
+    np.testing.assert_array_equal(
+        to_mask_values(gt, config, ignore_index=-100), [[0, -100], [200, 100]]
+    )
+    assert tuple(colorize(gt, config, ignore_index=np.int64(-100))[0, 1]) == (255, 255, 255)
+    # A PNG cannot hold -100: the message gives the remapping.
+    with pytest.raises(InputError, match=r"-100.*mask\[mask == -100\] = 255.*ignore_index=255"):
+        save_mask("unused.png", gt, config, ignore_index=-100)
+
+
+@pytest.mark.parametrize(
+    ("gt", "ignore_index", "match"),
+    [
+        (VOID_GT, None, r"0\.\.2.*found 255; pass ignore_index=255"),
+        (np.array([[0, 7, 255]]), 255, r"0\.\.2 or void 255.*found 7;"),
+        (VOID_GT, 1, r"ignore_index=1 is class 1"),
+        (VOID_GT, "255", r"must be an integer"),
+        (np.array([[0, 100]]), 100, r"ignore_index=100 is also the mask value of class 1"),
+    ],
+)
+def test_values_neither_class_nor_void_are_refused(
+    gt: np.ndarray, ignore_index: Any, match: str
+) -> None:
+    config = UNetConfig(num_classes=3, mask_encoding="grey", mask_values=(0, 100, 200))
+    with pytest.raises(InputError, match=match):
+        to_mask_values(gt, config, ignore_index=ignore_index)

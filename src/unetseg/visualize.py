@@ -12,6 +12,14 @@ same encoding the user drew their masks in:
 
 ``colorize`` and ``overlay`` make pictures: the config's ``class_colors`` when it has them,
 else a fixed palette of distinct colours (``default_palette``: class 0 black).
+
+Ground-truth masks may hold void pixels: the config's ``ignore_index`` (``fit()`` records the
+data set's) or one passed as ``ignore_index=``; any other value outside the classes is
+refused. ``colorize`` paints void in the colour the training masks gave it when the config
+knows it (colour masks' ``ignore_colors``; for palette masks the VOC palette entry, cream
+(224, 224, 192) for 255: the config does not record the masks' own palette beyond the
+classes), else white; ``overlay`` leaves void untinted; ``save_mask`` writes void back as
+the training masks stored it, so the file reads back as the same indices.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from ._utils import atomic_write, is_number
+from ._utils import atomic_write, is_integer, is_number
 from .config import UNetConfig
 from .errors import ImageError, InputError
 from .imaging import _to_array_mode, convert_channels, read_image, to_unit_range
@@ -47,8 +55,25 @@ def _config(config: UNetConfig | torch.nn.Module) -> UNetConfig:
     return found
 
 
-def _check_indices(indices: np.ndarray | torch.Tensor, num_classes: int) -> np.ndarray:
-    """(H, W) integer class indices as numpy, each in ``0 .. num_classes - 1``."""
+def _void_label(config: UNetConfig, ignore_index: object) -> int | None:
+    """The value marking void pixels: ``ignore_index`` if given, else the config's."""
+    if ignore_index is None:
+        return config.ignore_index
+    k = config.num_classes
+    if not is_integer(ignore_index):
+        raise InputError(f"ignore_index must be an integer or None, got {ignore_index!r}")
+    if 0 <= ignore_index < k:
+        raise InputError(
+            f"ignore_index={ignore_index} is class {ignore_index} of this {k}-class model; "
+            "pass the value that marks void pixels, outside the classes (e.g. 255 or -100)"
+        )
+    return int(ignore_index)
+
+
+def _check_indices(
+    indices: np.ndarray | torch.Tensor, num_classes: int, void: int | None = None
+) -> np.ndarray:
+    """(H, W) integer class indices as numpy, each in ``0 .. num_classes - 1`` or ``void``."""
     if isinstance(indices, torch.Tensor):
         indices = indices.detach().cpu().numpy()
     indices = np.asarray(indices)
@@ -58,13 +83,33 @@ def _check_indices(indices: np.ndarray | torch.Tensor, num_classes: int) -> np.n
         )
     if not np.issubdtype(indices.dtype, np.integer):
         raise InputError(f"class indices must be integers, got dtype {indices.dtype}")
-    low, high = int(indices.min()), int(indices.max())
-    if low < 0 or high >= num_classes:
+    if int(indices.min()) >= 0 and int(indices.max()) < num_classes:
+        return indices  # the common case (a prediction) without a pass per value
+    bad = (indices < 0) | (indices >= num_classes)
+    if void is not None:
+        bad &= indices != void
+    if bad.any():
+        found = np.unique(indices[bad])
+        shown = ", ".join(str(v) for v in found[:8].tolist()) + (", ..." if found.size > 8 else "")
+        allowed = f"0..{num_classes - 1}" + (f" or void {void}" if void is not None else "")
+        fix = (
+            "map them to a class or to the void value first"
+            if void is not None
+            else f"pass ignore_index={found[0]} if that value marks void pixels"
+        )
         raise InputError(
-            f"class indices must be in 0..{num_classes - 1} for a {num_classes}-class model, "
-            f"found values {low}..{high}"
+            f"class indices must be in {allowed} for a {num_classes}-class model, found "
+            f"{shown}; {fix}"
         )
     return indices
+
+
+def _void_pixels(indices: np.ndarray, void: int | None) -> tuple[int, np.ndarray] | None:
+    """The void value and the boolean (H, W) mask of its pixels; None when there are none."""
+    if void is None:
+        return None
+    found: np.ndarray = indices == void
+    return (void, found) if found.any() else None
 
 
 def default_palette(num_classes: int) -> np.ndarray:
@@ -89,51 +134,107 @@ def _colors(config: UNetConfig) -> np.ndarray:
     return default_palette(config.num_classes)
 
 
+# Void without a colour of its own: white, which default_palette never gives (its brightest
+# is (224, 224, 192)); black or grey when a class is drawn white.
+_NEUTRAL_VOID = ((255, 255, 255), (0, 0, 0), (128, 128, 128))
+
+
+def _void_color(config: UNetConfig, void: int) -> tuple[int, int, int]:
+    """The colour of void pixels (see the module docstring)."""
+    if config.mask_encoding == "color" and config.ignore_colors:
+        return config.ignore_colors[0]  # CamVid: void stays black, as it was drawn
+    taken = {(c[0], c[1], c[2]) for c in _colors(config).tolist()}
+    if config.mask_encoding == "palette" and 0 <= void <= 255:
+        # Palette masks are mostly drawn in the VOC palette, which save_mask also writes
+        # for entries no class uses: void 255 keeps VOC's cream border colour.
+        red, green, blue = default_palette(256)[void].tolist()
+        if (red, green, blue) not in taken:
+            return (red, green, blue)
+    return next((c for c in _NEUTRAL_VOID if c not in taken), _NEUTRAL_VOID[0])
+
+
 def to_mask_values(
-    indices: np.ndarray | torch.Tensor, config: UNetConfig | torch.nn.Module
+    indices: np.ndarray | torch.Tensor,
+    config: UNetConfig | torch.nn.Module,
+    *,
+    ignore_index: int | None = None,
 ) -> np.ndarray:
     """Map class indices to the mask values the training masks used.
 
     Args:
-        indices: (H, W) class indices, as ``segment()`` returns them.
+        indices: (H, W) class indices, as ``segment()`` returns them, or a ground-truth
+            mask whose void pixels hold ``ignore_index``.
         config: the model's config (or the model).
+        ignore_index: the value of void pixels; default the config's ``ignore_index``.
+            Void pixels keep it: grey, index and palette masks store void as itself.
 
     Returns:
         (H, W) array of ``config.mask_values[index]`` (grey levels such as 0/255, or
-        palette indices) in the smallest unsigned dtype that holds them; the indices
-        themselves when the config records no ``mask_values``.
+        palette indices) in the smallest dtype that holds them (unsigned unless the void
+        value is negative); the indices themselves when the config records no
+        ``mask_values``.
 
     Raises:
-        InputError: not a 2-D integer array, or indices outside the model's classes.
+        InputError: not a 2-D integer array, values neither a class nor void, or a void
+            value that is also a class's mask value (it would read back as that class).
     """
     cfg = _config(config)
-    indices = _check_indices(indices, cfg.num_classes)
+    void = _void_label(cfg, ignore_index)
+    indices = _check_indices(indices, cfg.num_classes, void)
     values = cfg.mask_values if cfg.mask_values is not None else tuple(range(cfg.num_classes))
-    top = max(values)
-    dtype = np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.uint32
-    mapped: np.ndarray = np.asarray(values, dtype=dtype)[indices]
+    found = _void_pixels(indices, void)
+    if found is None:
+        plain: np.ndarray = np.asarray(values, dtype=np.min_scalar_type(max(values)))[indices]
+        return plain
+    void, voids = found
+    if void in values:
+        raise InputError(
+            f"ignore_index={void} is also the mask value of class {values.index(void)} "
+            f"(mask values {list(values)}), so void pixels would read back as that class; "
+            "pass the value the masks use for void pixels"
+        )
+    dtype = np.result_type(np.min_scalar_type(min(void, 0)), np.min_scalar_type(max(*values, void)))
+    mapped: np.ndarray = np.asarray(values, dtype=dtype)[np.where(voids, 0, indices)]
+    mapped[voids] = void
     return mapped
 
 
 def colorize(
-    indices: np.ndarray | torch.Tensor, config: UNetConfig | torch.nn.Module
+    indices: np.ndarray | torch.Tensor,
+    config: UNetConfig | torch.nn.Module,
+    *,
+    ignore_index: int | None = None,
 ) -> np.ndarray:
-    """Paint each class in its colour.
+    """Paint each class in its colour, and void pixels in the void colour.
 
     Args:
-        indices: (H, W) class indices.
+        indices: (H, W) class indices: a prediction, or a ground-truth mask whose void
+            pixels hold ``ignore_index``.
         config: the model's config (or the model); its ``class_colors`` are used when set,
             otherwise ``default_palette``.
+        ignore_index: the value of void pixels; default the config's ``ignore_index``
+            (``fit()`` records the data set's there).
 
     Returns:
-        (H, W, 3) uint8 RGB image.
+        (H, W, 3) uint8 RGB image. Void pixels get the colour the training masks gave them
+        (``config.ignore_colors``; for palette masks the VOC palette entry, (224, 224, 192)
+        for 255), else white (black or grey if a class is white).
 
     Raises:
-        InputError: not a 2-D integer array, or indices outside the model's classes.
+        InputError: not a 2-D integer array, values neither a class nor void, or an
+            ``ignore_index`` that is a class.
     """
     cfg = _config(config)
-    indices = _check_indices(indices, cfg.num_classes)
-    painted: np.ndarray = _colors(cfg)[indices]
+    void = _void_label(cfg, ignore_index)
+    indices = _check_indices(indices, cfg.num_classes, void)
+    found = _void_pixels(indices, void)
+    colors = _colors(cfg)
+    if found is None:
+        painted: np.ndarray = colors[indices]
+        return painted
+    void, voids = found
+    painted = colors[np.where(voids, 0, indices)]
+    painted[voids] = _void_color(cfg, void)
     return painted
 
 
@@ -153,26 +254,57 @@ def _palette_image(pixels: np.ndarray, colors: dict[int, tuple[int, int, int]]) 
     return image
 
 
-def mask_image(
-    indices: np.ndarray | torch.Tensor, config: UNetConfig | torch.nn.Module
-) -> Image.Image:
-    """The PIL image ``save_mask`` writes: the prediction in the training masks' encoding.
+def _unstorable_void(void: int, high: int, what: str, num_classes: int) -> InputError:
+    spare = 255 if num_classes <= 255 else high  # a value past the classes that fits
+    return InputError(
+        f"void value {void} cannot be stored in {what} (values 0..{high}); map void pixels "
+        f"to a value outside the classes that fits, e.g. mask[mask == {void}] = {spare}, and "
+        f"pass ignore_index={spare}"
+    )
 
-    See the module docstring for the image mode chosen per ``mask_encoding``.
+
+def mask_image(
+    indices: np.ndarray | torch.Tensor,
+    config: UNetConfig | torch.nn.Module,
+    *,
+    ignore_index: int | None = None,
+) -> Image.Image:
+    """The PIL image ``save_mask`` writes: the mask in the training masks' encoding.
+
+    See the module docstring for the image mode chosen per ``mask_encoding`` and for
+    void pixels.
     """
     cfg = _config(config)
-    indices = _check_indices(indices, cfg.num_classes)
+    void = _void_label(cfg, ignore_index)
+    indices = _check_indices(indices, cfg.num_classes, void)
+    found = _void_pixels(indices, void)
     encoding = cfg.mask_encoding
     k = cfg.num_classes
-    if encoding == "color" and k <= 256:
-        return _palette_image(indices, _color_table(cfg, range(k)))
+    if encoding == "color" and (k < 256 or (k == 256 and found is None)):
+        table = _color_table(cfg, range(k))
+        if found is None:
+            return _palette_image(indices, table)
+        void, voids = found
+        # Entry ignore_index when it fits, so the file reads back as the same indices.
+        entry = void if 0 <= void <= 255 else 255
+        table[entry] = _void_color(cfg, void)
+        return _palette_image(np.where(voids, entry, indices), table)
     if encoding == "color":  # too many classes for a palette: plain RGB
-        return Image.fromarray(_colors(cfg)[indices])
+        return Image.fromarray(colorize(indices, cfg, ignore_index=void))
+    if encoding in ("binary", "grey", "palette"):
+        values = to_mask_values(indices, cfg, ignore_index=void)
+    else:  # index masks, or no encoding recorded: the classes themselves
+        values = indices
     if encoding == "palette" and max(cfg.mask_values or (k - 1,)) <= 255:
-        values = to_mask_values(indices, cfg)
+        if found is not None and not 0 <= found[0] <= 255:
+            raise _unstorable_void(found[0], 255, "a palette PNG", k)
         entries = cfg.mask_values if cfg.mask_values is not None else tuple(range(k))
-        return _palette_image(values, _color_table(cfg, entries))
-    values = to_mask_values(indices, cfg) if encoding in ("binary", "grey", "palette") else indices
+        table = _color_table(cfg, entries)
+        if found is not None:
+            table[found[0]] = _void_color(cfg, found[0])
+        return _palette_image(values, table)
+    if found is not None and not 0 <= found[0] <= 65535:
+        raise _unstorable_void(found[0], 65535, "a PNG mask", k)
     if int(values.max(initial=0)) <= 255:
         return Image.fromarray(values.astype(np.uint8, copy=False))  # mode "L"
     if int(values.max()) <= 65535:
@@ -184,23 +316,33 @@ def save_mask(
     path: str | os.PathLike[str],
     indices: np.ndarray | torch.Tensor,
     config: UNetConfig | torch.nn.Module,
+    *,
+    ignore_index: int | None = None,
 ) -> None:
-    """Write a prediction as a PNG in the encoding of the training masks (atomically).
+    """Write a mask as a PNG in the encoding of the training masks (atomically).
 
     Binary/grey configs give a greyscale PNG of the original values (0/255 stays 0/255);
     colour and palette configs a palette PNG with the original colours; otherwise a
     greyscale PNG of class indices. The file is PNG whatever the suffix.
 
+    Void pixels of a ground-truth mask are written as the training masks wrote them, so
+    the file reads back through ``SegmentationDataset`` as the same indices: grey, index
+    and palette masks hold the void value itself (255 stays 255); colour masks hold the
+    void colour (``config.ignore_colors``) at palette entry ``ignore_index`` (or 255).
+
     Args:
         path: destination file; its folder is created.
-        indices: (H, W) class indices, as ``segment()`` returns them.
+        indices: (H, W) class indices, as ``segment()`` returns them, or a ground-truth
+            mask whose void pixels hold ``ignore_index``.
         config: the model's config (or the model).
+        ignore_index: the value of void pixels; default the config's ``ignore_index``.
 
     Raises:
-        InputError: bad indices.
+        InputError: bad indices (values neither a class nor void), or a void value the
+            PNG cannot hold (negative, say: the message says how to remap it).
         OSError: the file cannot be written (any previous file stays intact).
     """
-    image = mask_image(indices, config)
+    image = mask_image(indices, config, ignore_index=ignore_index)
     with atomic_write(path, "wb") as handle:
         image.save(cast("IO[bytes]", handle), format="PNG")
 
@@ -241,26 +383,35 @@ def overlay(
     alpha: float = 0.5,
     *,
     background: int | None = 0,
+    ignore_index: int | None = None,
 ) -> Image.Image:
     """Blend the class colours over the image.
 
+    Void pixels (``ignore_index``) of a ground-truth mask are left untinted, as
+    mmsegmentation and detectron2 draw them: they are unlabelled, and a wash of void colour
+    would hide the image where the labels are missing.
+
     Args:
         image: the segmented image (path, PIL image, array or tensor, as for ``segment()``).
-        indices: (H, W) class indices of the same height and width.
+        indices: (H, W) class indices of the same height and width: a prediction, or a
+            ground-truth mask whose void pixels hold ``ignore_index``.
         config: the model's config (or the model), for the colours.
         alpha: opacity of the colours, in [0, 1].
         background: class left untinted (``None``: tint every class).
+        ignore_index: the value of void pixels; default the config's ``ignore_index``.
 
     Returns:
         RGB PIL image of the image's size.
 
     Raises:
-        InputError: unreadable image, bad indices, sizes that differ, or alpha out of range.
+        InputError: unreadable image, bad indices (values neither a class nor void), sizes
+            that differ, or alpha out of range.
     """
     if not is_number(alpha) or not 0 <= alpha <= 1:
         raise InputError(f"alpha must be in [0, 1], got {alpha!r}")
     cfg = _config(config)
-    indices = _check_indices(indices, cfg.num_classes)
+    void = _void_label(cfg, ignore_index)
+    indices = _check_indices(indices, cfg.num_classes, void)
     rgb = _display_rgb(image)
     if rgb.shape[:2] != indices.shape:
         raise InputError(
@@ -272,6 +423,9 @@ def overlay(
     weight = np.full(indices.shape, alpha, dtype=np.float32)
     if background is not None:
         weight[indices == background] = 0.0
+    if (found := _void_pixels(indices, void)) is not None:
+        weight[found[1]] = 0.0
+        indices = np.where(found[1], 0, indices)  # any class: their weight is 0
     weight = weight[:, :, None]
     blended = rgb * (1 - weight) + colors[indices] * weight
     return Image.fromarray(np.round(blended * 255).astype(np.uint8))  # mode "RGB"
@@ -285,13 +439,16 @@ def save_overlay(
     alpha: float = 0.5,
     *,
     background: int | None = 0,
+    ignore_index: int | None = None,
 ) -> None:
-    """Write ``overlay(image, indices, config, alpha)`` as a PNG (atomically).
+    """Write ``overlay(image, indices, config, alpha, ...)`` as a PNG (atomically).
 
     Raises:
         InputError: as ``overlay``.
         OSError: the file cannot be written (any previous file stays intact).
     """
-    picture = overlay(image, indices, config, alpha, background=background)
+    picture = overlay(
+        image, indices, config, alpha, background=background, ignore_index=ignore_index
+    )
     with atomic_write(path, "wb") as handle:
         picture.save(cast("IO[bytes]", handle), format="PNG")
