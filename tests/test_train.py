@@ -33,6 +33,7 @@ from unetseg._utils import cpu_has_fast_bf16
 from unetseg.history import History
 from unetseg.imaging import prepare_image
 from unetseg.train import fit
+from unetseg.visualize import colorize
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -238,8 +239,13 @@ def test_labels_outside_the_classes_are_explained_and_ignore_index_honoured() ->
     pairs = [(image, torch.where(mask > 0, 255, 0)) for image, mask in make_pairs(4)]
     with pytest.raises(TrainingError, match=r"\[255\].*ignore_index"):
         fit(tiny(), pairs, epochs=1, **FAST)
-    history = fit(tiny(), pairs, pairs[:1], epochs=1, ignore_index=255, **FAST)
+    model = tiny()
+    history = fit(model, pairs, pairs[:1], epochs=1, ignore_index=255, **FAST)
     assert math.isfinite(history.epochs[0]["train_loss"])
+    # Plain pairs carry no metadata: the config records the value so that a ground-truth
+    # mask with void pixels can be drawn and written (colorize, save_mask).
+    assert model.config.ignore_index == 255
+    assert colorize(pairs[0][1], model).shape == (*pairs[0][1].shape, 3)
 
 
 def test_nonfinite_loss_raises_naming_the_step_or_skips() -> None:

@@ -119,7 +119,8 @@ def fit(
         ignore_index: label skipped by loss and metrics; default the dataset's. A
             ``SegmentationDataset`` built without one reads this mask value as void when
             the model's classes leave it out (index masks 0..10 with void 11 then train
-            ``UNet(..., num_classes=11)``).
+            ``UNet(..., num_classes=11)``). Recorded in ``model.config.ignore_index``
+            (unless it is one of the model's classes), for plain pairs too.
         patch_size: side of the training patches of the default augmentation.
         warmup: fraction of the run spent warming the learning rate up, in [0, 1).
         grad_clip: max gradient norm (> 0), or None.
@@ -240,6 +241,14 @@ def _fit(
         meta["tta_flips"] = flips
     if ignore_index is None:
         ignore_index = meta.get("ignore_index", getattr(train_data, "ignore_index", None))
+    elif (
+        meta.get("ignore_index") is None
+        and not 0 <= ignore_index < num_classes  # a class the model counts: not void
+        and -(2**31) <= ignore_index < 2**31  # what UNetConfig holds
+    ):
+        # Plain pairs carry no metadata: record the void label the loss skipped, so that
+        # colorize/save_mask of a ground-truth mask and like=model test sets know it.
+        meta["ignore_index"] = int(ignore_index)
     if class_weights is not None and (
         isinstance(class_weights, str)
         or not hasattr(class_weights, "__len__")
