@@ -1,5 +1,6 @@
 import json
 import pickle
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,25 @@ def test_views_pickle_and_work_in_dataloader_workers(tmp_path: Path) -> None:
     )
     batches = list(loader)
     torch.testing.assert_close(batches[1][0][1], ds[(3, 103)][0])
+
+
+def test_pickled_data_leaves_the_decoded_cache_behind(tmp_path: Path) -> None:
+    # What a "spawn" DataLoader worker (macOS, Windows) receives, every epoch.
+    images, masks = make_folder(tmp_path, n=4, size=(64, 96))
+    warm = SegmentationDataset(images, masks, augment=Augment(patch_size=32))
+    cold = SegmentationDataset(images, masks, augment=Augment(patch_size=32), cache_bytes=0)
+    assert warm._store.cached_bytes == 4 * 64 * 96 * 4  # every image and mask decoded
+    sent = ForkingPickler.dumps(warm)
+    assert len(sent) < len(ForkingPickler.dumps(cold)) + 64  # no larger than no cache
+    clone = pickle.loads(sent)
+    assert "0/4 images" in clone.describe()
+    assert (clone.config_fields(), clone.augment) == (warm.config_fields(), warm.augment)
+    _, val = warm.split(0.5, seed=1)  # unaugmented: plain indices give whole images
+    pairs = [(warm[(i, 7)], clone[(i, 7)]) for i in range(4)]
+    pairs += [(val[i], pickle.loads(pickle.dumps(val))[i]) for i in range(2)]
+    for (image, mask), (image_copy, mask_copy) in pairs:
+        assert torch.equal(image, image_copy) and torch.equal(mask, mask_copy)
+    assert warm._store.cached_bytes == 4 * 64 * 96 * 4  # the original keeps its cache
 
 
 def test_real_membrane_data_is_binary(isbi_dir: Path) -> None:

@@ -16,7 +16,6 @@ Decoded arrays stay in memory up to ``cache_bytes``; beyond it, samples decode o
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -94,6 +93,16 @@ class SampleStore:
         # read_masks' class_names and color_map, to read the masks again in ``remasked``.
         self.mask_options: tuple[Sequence[str] | None, Mapping[Any, int] | Sequence[Any] | None]
         self.mask_options = (None, None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled for each DataLoader worker started with "spawn" (macOS, Windows), every
+        # epoch: shipping up to cache_bytes of decoded arrays to each one costs more memory
+        # and time than the worker decoding its samples, which gives the same arrays. The
+        # copy does not refill a cache: fit()'s workers live one epoch, reading each sample
+        # about once. ("fork" workers, Linux's default, share the parent's cache.)
+        state = self.__dict__.copy()
+        state.update(image_cache={}, mask_cache={}, cached_bytes=0)
+        return state
 
     def indices(self, desc: str, unit: str) -> Iterator[int]:
         """Every sample index, under a tqdm bar that shows when the loop takes a while."""
@@ -224,7 +233,10 @@ class SampleStore:
         Raises:
             DatasetError: the masks cannot be read that way (e.g. the value is a class).
         """
-        store = copy.copy(self)  # shares image_cache: images decode once for both
+        # Shares image_cache, so images decode once for both (not copy.copy: it goes
+        # through __getstate__, which leaves the caches behind).
+        store = SampleStore.__new__(SampleStore)
+        store.__dict__.update(self.__dict__)
         store.mask_cache, store.foreground = {}, []
         store.cached_bytes = self.cached_bytes - sum(a.nbytes for a in self.mask_cache.values())
         store.read_masks(ignore_index, *self.mask_options, codec)

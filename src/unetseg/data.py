@@ -66,7 +66,9 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             ``False`` (never augmented), an ``Augment``, or a callable
             ``(image, mask, rng) -> (image, mask)``.
         cache_bytes: memory for decoded arrays (default 1 GiB); items beyond it decode
-            on access.
+            on access. A pickled copy, such as a DataLoader worker started with "spawn"
+            (the default on macOS and Windows) receives, leaves the cache behind and
+            decodes on access; "fork" workers (Linux) share the cache.
         max_pixels: larger images are refused as possible decompression bombs.
         like: decode and normalise exactly like this training set, trained model or
             ``UNetConfig``: its mask mapping (values or colours -> classes), ignore index,

@@ -132,7 +132,9 @@ def fit(
         amp: ``"auto"`` (fp16 + GradScaler on CUDA, bf16 autocast on CPUs that run it
             natively, float32 elsewhere), ``"fp16"``, ``"bf16"`` or ``"off"``.
         on_nonfinite: ``"raise"`` a ``TrainingError`` naming the step, or ``"skip"`` the batch.
-        num_workers: DataLoader worker processes (0 loads in this process).
+        num_workers: DataLoader worker processes (0 loads in this process). Workers
+            started with "spawn" (macOS, Windows) decode every sample they read: a
+            ``SegmentationDataset`` pickles without its decoded cache.
         callbacks: objects with ``on_batch_end(step, loss)`` and/or
             ``on_epoch_end(epoch, record, history) -> bool | None`` (True stops).
         progress: show a tqdm bar per epoch.
