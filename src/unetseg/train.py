@@ -106,7 +106,8 @@ def fit(
             A torch ``Subset``/``ConcatDataset`` of a ``SegmentationDataset`` is refused.
         val_data: a dataset scored every epoch (a ``SegmentationDataset`` built with
             ``like=train_data``, so its masks map to the same classes), or a fraction of
-            ``train_data`` split off with ``seed``; None for no validation.
+            ``train_data`` split off with ``seed``; None for no validation. A torch
+            ``Subset``/``ConcatDataset`` of a ``SegmentationDataset`` is refused here too.
         epochs: passes over ``train_data``. Whichever of ``epochs``/``max_time`` comes
             first stops training; with neither, ``max_time=DEFAULT_MAX_TIME``.
         max_time: wall-clock budget in seconds. With only ``max_time`` the learning-rate
