@@ -149,6 +149,21 @@ def test_masks_within_the_cache_budget_are_decoded_once(
     assert reads == {"00_mask.png": 1, "01_mask.png": 1, "02_mask.png": 2, "03_mask.png": 2}
 
 
+def test_image_arrays_given_take_no_cache_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A uint8 array is served as given; charging it to the budget crowded out the files.
+    given = np.zeros((8, 8, 3), np.uint8)
+    path = write(tmp_path / "b.png", np.full((8, 8, 3), 9, np.uint8))
+    mask = blocks([0, 1], (8, 8)).astype(np.uint8)  # 64 bytes decoded
+    ds = SegmentationDataset([given, path], [mask, mask], cache_bytes=2 * 64 + 192)
+    assert "2/2 images and 2/2 masks in memory (0.0 MiB" in ds.describe()
+    reads: list[Path] = []
+    monkeypatch.setattr(_store, "read_image", lambda p, **kw: reads.append(p))
+    assert ds[1][0].shape == (3, 8, 8) and ds[0][0].shape == (3, 8, 8)
+    assert reads == []  # the file's image stayed decoded
+
+
 def test_images_beyond_the_cache_are_decoded_once_at_construction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,6 +10,12 @@
 3. ``read_images``: decode every image, settle ``in_channels`` and measure mean/std.
 
 Decoded arrays stay in memory up to ``cache_bytes``; beyond it, samples decode on access.
+Masks fill the budget first (``read_masks`` runs first) and that order is kept on purpose:
+per byte held, a cached class mask (uint8 up to 255 classes) saves 4-24x more decoding
+than a cached image (measured at 2048x2048: colour PNG mask 120 ms per 4 MiB, index PNG
+mask 37 ms per 4 MiB; RGB JPEG image 15 ms, PNG 30 ms, lossless WebP 28 ms per 12 MiB),
+because the mapping to classes costs more than the image codecs. Image arrays given in
+a dtype served as they are (uint8, uint16, bool) cost nothing to read and take no budget.
 ``remasked`` gives a store sharing the decoded images whose masks are read another way
 (``fit(ignore_index=...)`` on a data set built without one).
 """
@@ -19,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -59,6 +65,11 @@ def _native(array: np.ndarray, name: str) -> np.ndarray:
         return to_unit_range(array)  # checks NaN/inf too
     except ImageError as err:
         raise ImageError(f"{name}: {err}") from None
+
+
+def _served_as_given(source: Source) -> TypeGuard[np.ndarray]:
+    """An image array in a dtype items read as they are (``_native`` keeps it)."""
+    return isinstance(source, np.ndarray) and source.dtype in (np.uint8, np.uint16, np.bool_)
 
 
 def _natural_channels(channels: int) -> int:
@@ -137,12 +148,19 @@ class SampleStore:
             return mask_from_array(source, name=self.name(index, "mask"))
         return read_mask(source, max_pixels=self.max_pixels)
 
+    def held(self) -> tuple[int, int]:
+        """How many images (cached or given as arrays) and masks are in memory."""
+        images = sum(
+            i in self.image_cache or _served_as_given(s) for i, s in enumerate(self.images)
+        )
+        return images, len(self.mask_cache)
+
     def image(self, index: int) -> np.ndarray:
         cached = self.image_cache.get(index)
         if cached is not None:
             return cached
         source = self.images[index]
-        if isinstance(source, np.ndarray) and source.dtype in (np.uint8, np.uint16, np.bool_):
+        if _served_as_given(source):
             return source
         return self.decode_image(index)
 
@@ -266,7 +284,8 @@ class SampleStore:
             _check_shape(array.shape[:2], self.shapes[index], self.name(index))
             found = _natural_channels(array.shape[2] if array.ndim == 3 else 1)
             channels.setdefault(found, []).append(self.name(index))
-            self.keep(self.image_cache, index, array)
+            if not _served_as_given(self.images[index]):  # no decoding to save
+                self.keep(self.image_cache, index, array)
             if sums is not None:
                 try:
                     sums.append(

@@ -378,10 +378,11 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             if codec.class_colors is not None:
                 origin += (", " if origin else "") + f"colour {color_hex(codec.class_colors[cls])}"
             lines.append(f"    {cls}: {name:<16} {origin:<28} {100 * freq:6.2f}% of pixels")
-        cached = len(store.image_cache)
+        images, masks = store.held()
         lines.append(
-            f"  cache: {cached}/{len(store.images)} images decoded in memory "
-            f"({store.cached_bytes / 2**20:.1f} MiB of {store.cache_bytes / 2**20:.0f} MiB)"
+            f"  cache: {images}/{len(store.images)} images and {masks}/{len(store.masks)} "
+            f"masks in memory ({store.cached_bytes / 2**20:.1f} MiB of "
+            f"{store.cache_bytes / 2**20:.0f} MiB)"
         )
         lines.append(f"  augment: {self._augment!r}")
         return "\n".join(lines)
