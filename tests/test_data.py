@@ -1,5 +1,6 @@
 import json
 import pickle
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,21 @@ def test_masks_within_the_cache_budget_are_decoded_once(
     assert reads == {"00_mask.png": 1, "01_mask.png": 1, "02_mask.png": 2, "03_mask.png": 2}
 
 
+def test_image_arrays_given_take_no_cache_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A uint8 array is served as given; charging it to the budget crowded out the files.
+    given = np.zeros((8, 8, 3), np.uint8)
+    path = write(tmp_path / "b.png", np.full((8, 8, 3), 9, np.uint8))
+    mask = blocks([0, 1], (8, 8)).astype(np.uint8)  # 64 bytes decoded
+    ds = SegmentationDataset([given, path], [mask, mask], cache_bytes=2 * 64 + 192)
+    assert "2/2 images and 2/2 masks in memory (0.0 MiB" in ds.describe()
+    reads: list[Path] = []
+    monkeypatch.setattr(_store, "read_image", lambda p, **kw: reads.append(p))
+    assert ds[1][0].shape == (3, 8, 8) and ds[0][0].shape == (3, 8, 8)
+    assert reads == []  # the file's image stayed decoded
+
+
 def test_images_beyond_the_cache_are_decoded_once_at_construction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -235,6 +251,25 @@ def test_views_pickle_and_work_in_dataloader_workers(tmp_path: Path) -> None:
     )
     batches = list(loader)
     torch.testing.assert_close(batches[1][0][1], ds[(3, 103)][0])
+
+
+def test_pickled_data_leaves_the_decoded_cache_behind(tmp_path: Path) -> None:
+    # What a "spawn" DataLoader worker (macOS, Windows) receives, every epoch.
+    images, masks = make_folder(tmp_path, n=4, size=(64, 96))
+    warm = SegmentationDataset(images, masks, augment=Augment(patch_size=32))
+    cold = SegmentationDataset(images, masks, augment=Augment(patch_size=32), cache_bytes=0)
+    assert warm._store.cached_bytes == 4 * 64 * 96 * 4  # every image and mask decoded
+    sent = ForkingPickler.dumps(warm)
+    assert len(sent) < len(ForkingPickler.dumps(cold)) + 64  # no larger than no cache
+    clone = pickle.loads(sent)
+    assert "0/4 images" in clone.describe()
+    assert (clone.config_fields(), clone.augment) == (warm.config_fields(), warm.augment)
+    _, val = warm.split(0.5, seed=1)  # unaugmented: plain indices give whole images
+    pairs = [(warm[(i, 7)], clone[(i, 7)]) for i in range(4)]
+    pairs += [(val[i], pickle.loads(pickle.dumps(val))[i]) for i in range(2)]
+    for (image, mask), (image_copy, mask_copy) in pairs:
+        assert torch.equal(image, image_copy) and torch.equal(mask, mask_copy)
+    assert warm._store.cached_bytes == 4 * 64 * 96 * 4  # the original keeps its cache
 
 
 def test_real_membrane_data_is_binary(isbi_dir: Path) -> None:

@@ -184,6 +184,24 @@ def test_torch_wrappers_of_a_segmentation_dataset_are_refused() -> None:
             fit(tiny(), wrapped, epochs=1, **FAST)
 
 
+def test_torch_wrappers_of_a_segmentation_dataset_are_refused_as_val_data() -> None:
+    # A Subset escaped check_same_mapping: built alone, the validation masks 0/255 read 255
+    # as class 1, which is class 2 in training, and were scored without a word.
+    images = [np.full((32, 32), 40 * i, np.uint8) for i in range(4)]
+    masks = [blocks(levels, (32, 32)).astype(np.uint8) for levels in ([0, 128, 255], [0, 255])]
+    train = SegmentationDataset(images, [masks[0]] * 4, progress=False)
+    val = SegmentationDataset(images, [masks[1]] * 4, progress=False)
+    for wrapped in (
+        torch.utils.data.Subset(val, [0, 1]),
+        torch.utils.data.random_split(val, [3, 1])[1],
+        torch.utils.data.ConcatDataset([val]),
+    ):
+        with pytest.raises(
+            DatasetError, match=r"val_data is a torch \w+ of a Segm.*split.*like=train_data"
+        ):
+            fit(tiny(1, 3), train, wrapped, epochs=1, **FAST)
+
+
 @pytest.mark.parametrize(
     ("augment", "flips"),
     [

@@ -311,7 +311,7 @@ def resolve_data(
     Raises:
         TrainingError: a fraction outside (0, 1), or too few items to split.
         DatasetError: empty data, or a torch ``Subset``/``ConcatDataset`` of a
-            ``SegmentationDataset`` as training data.
+            ``SegmentationDataset`` as training or validation data.
     """
     if wraps_keyed(train_data):
         # Wrapped, it is only (image, mask) pairs: fit() would train on whole images with
@@ -323,6 +323,18 @@ def resolve_data(
             "which hides its patches, augmentation and metadata from fit(); pass the "
             "SegmentationDataset itself (data.split(val_fraction) for a validation set), or "
             "build one from just the images you want to train on"
+        )
+    if wraps_keyed(val_data):
+        # Wrapped, its mask mapping escapes check_same_mapping and fit(ignore_index=...)'s
+        # re-reading (apply_ignore_index), so it could score other classes than it trains;
+        # refused like train_data rather than unwrapped, since fit() cannot rebuild the
+        # wrapper around re-read data.
+        raise DatasetError(
+            f"val_data is a torch {type(val_data).__name__} of a SegmentationDataset, "
+            "which hides its mask mapping from fit(); pass a SegmentationDataset: "
+            "data.split(val_fraction) (or fit(val_data=0.2)) for a validation set split off "
+            "the training data, or SegmentationDataset(val_images, val_masks, "
+            "like=train_data) built from just the images you want to validate on"
         )
     # Any number is meant as a fraction (np.float32, or 0 and 1 typed as ints), not a dataset.
     if isinstance(val_data, numbers.Number):

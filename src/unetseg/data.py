@@ -66,7 +66,9 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             ``False`` (never augmented), an ``Augment``, or a callable
             ``(image, mask, rng) -> (image, mask)``.
         cache_bytes: memory for decoded arrays (default 1 GiB); items beyond it decode
-            on access.
+            on access. A pickled copy, such as a DataLoader worker started with "spawn"
+            (the default on macOS and Windows) receives, leaves the cache behind and
+            decodes on access; "fork" workers (Linux) share the cache.
         max_pixels: larger images are refused as possible decompression bombs.
         like: decode and normalise exactly like this training set, trained model or
             ``UNetConfig``: its mask mapping (values or colours -> classes), ignore index,
@@ -376,10 +378,11 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             if codec.class_colors is not None:
                 origin += (", " if origin else "") + f"colour {color_hex(codec.class_colors[cls])}"
             lines.append(f"    {cls}: {name:<16} {origin:<28} {100 * freq:6.2f}% of pixels")
-        cached = len(store.image_cache)
+        images, masks = store.held()
         lines.append(
-            f"  cache: {cached}/{len(store.images)} images decoded in memory "
-            f"({store.cached_bytes / 2**20:.1f} MiB of {store.cache_bytes / 2**20:.0f} MiB)"
+            f"  cache: {images}/{len(store.images)} images and {masks}/{len(store.masks)} "
+            f"masks in memory ({store.cached_bytes / 2**20:.1f} MiB of "
+            f"{store.cache_bytes / 2**20:.0f} MiB)"
         )
         lines.append(f"  augment: {self._augment!r}")
         return "\n".join(lines)

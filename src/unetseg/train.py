@@ -106,7 +106,8 @@ def fit(
             A torch ``Subset``/``ConcatDataset`` of a ``SegmentationDataset`` is refused.
         val_data: a dataset scored every epoch (a ``SegmentationDataset`` built with
             ``like=train_data``, so its masks map to the same classes), or a fraction of
-            ``train_data`` split off with ``seed``; None for no validation.
+            ``train_data`` split off with ``seed``; None for no validation. A torch
+            ``Subset``/``ConcatDataset`` of a ``SegmentationDataset`` is refused here too.
         epochs: passes over ``train_data``. Whichever of ``epochs``/``max_time`` comes
             first stops training; with neither, ``max_time=DEFAULT_MAX_TIME``.
         max_time: wall-clock budget in seconds. With only ``max_time`` the learning-rate
@@ -133,7 +134,9 @@ def fit(
         amp: ``"auto"`` (fp16 + GradScaler on CUDA, bf16 autocast on CPUs that run it
             natively, float32 elsewhere), ``"fp16"``, ``"bf16"`` or ``"off"``.
         on_nonfinite: ``"raise"`` a ``TrainingError`` naming the step, or ``"skip"`` the batch.
-        num_workers: DataLoader worker processes (0 loads in this process).
+        num_workers: DataLoader worker processes (0 loads in this process). Workers
+            started with "spawn" (macOS, Windows) decode every sample they read: a
+            ``SegmentationDataset`` pickles without its decoded cache.
         callbacks: objects with ``on_batch_end(step, loss)`` and/or
             ``on_epoch_end(epoch, record, history) -> bool | None`` (True stops).
         progress: show a tqdm bar per epoch.
