@@ -109,7 +109,7 @@ def _check_colors(name: str, value: object) -> tuple[tuple[int, int, int], ...]:
             raise ConfigError(f"each of {name} must be [R, G, B], got {color!r}")
         for channel in color:
             _check_int("each colour component", channel, 0, 255)
-    return colors  # type: ignore[return-value]  # three ints each, checked above
+    return colors  # three ints each, checked above
 
 
 def estimate_parameters(
