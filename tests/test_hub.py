@@ -20,6 +20,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.hf_api import RepoUrl
 from safetensors.torch import load_file, save_file
 
+from helpers import dead_pid, leftover
 from unetseg import ConfigError, UNet, WeightsError, _locate, hub, safe_load
 from unetseg.safe_load import MAX_HEADER_BYTES
 
@@ -194,6 +195,55 @@ def test_failed_rename_keeps_previous_checkpoint(
         UNet(1, 5, base_channels=4, depth=2).save_pretrained(saved)
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+
+
+def same_layers_other_weights() -> UNet:
+    """A model whose weights fit trained_tiny()'s config: a mix of the two loads silently."""
+    torch.manual_seed(5)
+    return UNet(1, 3, base_channels=4, depth=2).eval()
+
+
+def _fail_on_second_replace(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    real, calls = os.replace, []
+
+    def replace(src: Any, dst: Any) -> None:
+        calls.append(dst)
+        if len(calls) == 2:  # config.json, after model.safetensors was replaced
+            raise error
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+@pytest.mark.parametrize("error", [PermissionError(errno.EACCES, "in use"), KeyboardInterrupt()])
+def test_a_rename_failing_midway_puts_the_previous_files_back(
+    saved: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    _fail_on_second_replace(monkeypatch, error)
+    with pytest.raises(WeightsError if isinstance(error, OSError) else KeyboardInterrupt):
+        same_layers_other_weights().save_pretrained(saved)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before  # no temp files either
+    assert torch.equal(outputs(UNet.from_pretrained(saved)), outputs(trained_tiny()))
+
+
+def test_save_removes_the_temp_files_of_killed_saves_only(
+    saved: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = dead_pid()
+    gone = [leftover(saved / name, pid=dead) for name in sorted(FILES)]
+    kept = [
+        leftover(saved / "model.safetensors", pid=os.getppid()),  # another rank, saving now
+        leftover(saved / "config.json", pid=dead, host="0123abcd"),  # another machine's
+        leftover(saved / "last.safetensors", pid=dead),  # fit()'s, not save_pretrained()'s
+    ]
+    (saved / "notes.txt").write_text("the user's")
+    with caplog.at_level(logging.INFO, logger="unetseg"):
+        trained_tiny().save_pretrained(saved)
+    assert not any(p.exists() for p in gone)
+    assert {p.name for p in saved.iterdir()} == FILES | {"notes.txt"} | {p.name for p in kept}
+    assert "removed 3 temp file(s)" in caplog.text
 
 
 def test_saved_files_are_readable_by_others(saved: Path) -> None:

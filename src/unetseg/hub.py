@@ -27,7 +27,7 @@ from huggingface_hub import HfApi
 from torch import nn
 
 from ._locate import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_checkpoint
-from ._utils import _current_umask, _fsync_dir, check_device, logger
+from ._utils import check_device, logger, replace_together
 from .config import UNetConfig
 from .errors import ConfigError, WeightsError
 from .model_card import render_model_card
@@ -69,36 +69,6 @@ def _fine_tune_config(saved: UNetConfig, num_classes: int | None) -> UNetConfig:
     )
 
 
-def _write_all(folder: Path, files: Sequence[tuple[str, bytes]]) -> None:
-    """Replace several files in ``folder`` together, keeping the old ones on any failure.
-
-    Each file is written to a temp file beside its target and fsynced; only when every one
-    is on disk are they renamed into place (renames in one folder need no space), so a full
-    disk, an exception or a crash while writing leaves the previous checkpoint complete and
-    consistent, with no temp files behind.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    umask = _current_umask()  # mkstemp makes 0600 files; give them the usual permissions
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for name, content in files:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-            staged.append((Path(tmp_name), folder / name))
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp_name, 0o666 & ~umask)
-        while staged:
-            tmp, target = staged[0]
-            os.replace(tmp, target)
-            staged.pop(0)
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-    _fsync_dir(folder)  # makes the renames durable
-
-
 class HubMixin(_Base):
     """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for ``UNet``.
 
@@ -121,6 +91,7 @@ class HubMixin(_Base):
 
         All three files are replaced together: if anything fails midway (a full disk, an
         exception, a crash before the final renames) the folder keeps its previous files.
+        Temp files that killed saves left in the folder are removed.
 
         Args:
             save_directory: the folder, created if needed; other files in it are left alone.
@@ -158,7 +129,7 @@ class HubMixin(_Base):
             (CARD_NAME, card.encode()),
         ]
         try:
-            _write_all(folder, files)
+            replace_together(folder, files)
         except OSError as err:
             raise WeightsError(f"cannot save to {folder}: {err}; previous files kept") from err
         logger.info("saved %s, %s and %s to %s", CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, folder)
