@@ -89,7 +89,8 @@ def replace_together(folder: Path, files: Sequence[tuple[str, bytes]]) -> None:
     they renamed into place, in the order given (renames in one folder need no space). If a
     rename fails, the ones already done are undone from hard links to the old files, so an
     exception leaves the previous set whole. Only a crash between two renames (kill -9,
-    power loss) or a folder without hard links can leave a mix of old and new files.
+    power loss) or a folder without hard links can leave a mix of old and new files: callers
+    that cannot accept one record a tie between the files (``save_pretrained`` does).
     Temp files that earlier, killed writes of these names left behind are removed first.
 
     Raises:
