@@ -1,18 +1,28 @@
-"""File-writing helpers shared by the data, pairing and mask tests."""
+"""File-writing helpers shared by the data, pairing, mask and atomic-write tests."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from unetseg import UNetConfig
+import unetseg
+from unetseg import UNetConfig, _utils
 from unetseg.mask_codec import MaskCodec
 from unetseg.mask_encoding import build_codec
 from unetseg.masks import read_mask, summarize
 from unetseg.visualize import mask_image
+
+# The unetseg under test, for child processes: the same code as the parent's.
+SRC = Path(unetseg.__file__).resolve().parents[1]
 
 
 def write(path: Path, array: np.ndarray, **kwargs: Any) -> Path:
@@ -59,3 +69,53 @@ def round_trip(codec: MaskCodec, path: Path) -> tuple[np.ndarray, Image.Image]:
         class_colors=codec.class_colors,
     )
     return classes, mask_image(classes, config)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has just exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def leftover(
+    target: Path, *, pid: int | None = None, host: str | None = None, token: str | None = None
+) -> Path:
+    """A temp file for ``target`` as an atomic write by that process would have named it.
+
+    By default this process's own name; ``pid``/``host``/``token`` stand in for another
+    writer's (``host`` is the 8-hex hash the library writes).
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        if pid is not None:
+            patch.setattr(os, "getpid", lambda: pid)
+        if host is not None:
+            patch.setattr(_utils, "_host", lambda: host)
+        if token is not None:
+            patch.setattr(_utils, "_PROCESS_TOKEN", token)
+        fd, name = _utils._make_temp(target)
+    os.write(fd, b"half a checkpoint")
+    os.close(fd)
+    return Path(name)
+
+
+def kill_9_when_flagged(script: Path, flag: Path, *args: str) -> None:
+    """Run ``script FLAG ARGS...`` and kill -9 it once it has written ``flag``.
+
+    The script writes the flag where it wants to die (it then sleeps), so the kill lands at
+    a known point instead of after a guessed delay.
+    """
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    child = subprocess.Popen([sys.executable, str(script), str(flag), *args], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not flag.exists():
+            assert child.poll() is None, "child exited before it could be killed"
+            assert time.monotonic() < deadline, "child never reached the point to kill it at"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import dead_pid, leftover
 from unetseg import CheckpointError
 from unetseg import checkpoint as ckpt
 
@@ -106,3 +108,17 @@ def test_optimizer_state_survives_without_pickle() -> None:
         m(x).sum().backward()
         o.step()
     assert torch.equal(model.weight, clone.weight)
+
+
+def test_remove_leftovers_takes_only_checkpoint_temps_of_gone_writers(tmp_path: Path) -> None:
+    dead = dead_pid()
+    gone = [leftover(tmp_path / f"{name}.safetensors", pid=dead) for name in ckpt.CHECKPOINT_NAMES]
+    gone.append(leftover(tmp_path / "last.safetensors", host="0123abcd"))  # the run's old node
+    kept = [
+        leftover(tmp_path / "last.safetensors", pid=os.getppid()),  # a live writer here
+        leftover(tmp_path / "model.safetensors", pid=dead),  # save_pretrained's, not fit()'s
+    ]
+    ckpt.write_checkpoint(tmp_path / "last.safetensors", _sample())
+    assert sorted(ckpt.remove_leftovers(tmp_path)) == sorted(p.name for p in gone)
+    assert sorted(tmp_path.iterdir()) == sorted([*kept, tmp_path / "last.safetensors"])
+    assert ckpt.read_checkpoint(tmp_path / "last.safetensors").state["step"] == 3

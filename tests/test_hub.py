@@ -9,6 +9,8 @@ import logging
 import os
 import pickle
 import shutil
+import struct
+import textwrap
 import types
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,10 @@ import pytest
 import torch
 from huggingface_hub import HfApi
 from huggingface_hub.hf_api import RepoUrl
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from helpers import dead_pid, kill_9_when_flagged, leftover
 from unetseg import ConfigError, UNet, WeightsError, _locate, hub, safe_load
 from unetseg.safe_load import MAX_HEADER_BYTES
 
@@ -115,6 +119,7 @@ def test_batchnorm_statistics_are_saved(saved: Path) -> None:
 
 def test_config_json_is_the_config(saved: Path) -> None:
     data = json.loads((saved / "config.json").read_text())
+    data.pop("weights_sha256")  # tested below, with atomic saving
     assert data == trained_tiny().config.to_dict()
     assert data["format_version"] == 1
 
@@ -194,6 +199,173 @@ def test_failed_rename_keeps_previous_checkpoint(
         UNet(1, 5, base_channels=4, depth=2).save_pretrained(saved)
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+
+
+def same_layers_other_weights() -> UNet:
+    """A model whose weights fit trained_tiny()'s config: a mix of the two loads silently."""
+    torch.manual_seed(5)
+    return UNet(1, 3, base_channels=4, depth=2).eval()
+
+
+def _fail_on_second_replace(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    real, calls = os.replace, []
+
+    def replace(src: Any, dst: Any) -> None:
+        calls.append(dst)
+        if len(calls) == 2:  # config.json, after model.safetensors was replaced
+            raise error
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+@pytest.mark.parametrize("error", [PermissionError(errno.EACCES, "in use"), KeyboardInterrupt()])
+def test_a_rename_failing_midway_puts_the_previous_files_back(
+    saved: Path, monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    _fail_on_second_replace(monkeypatch, error)
+    with pytest.raises(WeightsError if isinstance(error, OSError) else KeyboardInterrupt):
+        same_layers_other_weights().save_pretrained(saved)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before  # no temp files either
+    assert torch.equal(outputs(UNet.from_pretrained(saved)), outputs(trained_tiny()))
+
+
+def test_a_mix_left_between_renames_is_refused_not_loaded(
+    saved: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_hard_links(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    # Without hard links the replaced weights cannot be put back: new weights, old config.
+    monkeypatch.setattr(os, "link", no_hard_links)
+    _fail_on_second_replace(monkeypatch, OSError(errno.EIO, "Input/output error"))
+    with caplog.at_level(logging.WARNING, logger="unetseg"), pytest.raises(WeightsError):
+        same_layers_other_weights().save_pretrained(saved)
+    monkeypatch.undo()
+    assert "mixes old and new files" in caplog.text
+    with pytest.raises(WeightsError, match="come from different saves") as err:
+        UNet.from_pretrained(saved)
+    assert "model.save_pretrained(folder)" in str(err.value)
+
+
+KILLED_BETWEEN_RENAMES = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+
+    import torch
+
+    from unetseg import UNet
+
+    flag, folder = Path(sys.argv[1]), Path(sys.argv[2])
+    real_replace = os.replace
+
+
+    def replace(src, dst):
+        if Path(dst).name == "config.json":  # model.safetensors is already replaced: die here
+            flag.write_text("between renames")
+            time.sleep(600)
+        real_replace(src, dst)
+
+
+    os.replace = replace
+    torch.manual_seed(5)
+    UNet(1, 3, base_channels=4, depth=2).save_pretrained(folder)
+    """
+)
+
+
+def test_kill_9_between_renames_is_refused_and_the_next_save_cleans_up(
+    saved: Path, tmp_path: Path
+) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(KILLED_BETWEEN_RENAMES)
+    kill_9_when_flagged(script, tmp_path / "flag", str(saved))
+    assert any(p.name.startswith(".config.json.") for p in saved.iterdir())  # its temp file
+    with pytest.raises(WeightsError, match="come from different saves"):
+        UNet.from_pretrained(saved)
+    model = same_layers_other_weights()
+    model.save_pretrained(saved)
+    assert {p.name for p in saved.iterdir()} == FILES
+    assert torch.equal(outputs(UNet.from_pretrained(saved)), outputs(model))
+
+
+def test_save_records_the_weights_digest_in_both_files(saved: Path) -> None:
+    blob = (saved / "model.safetensors").read_bytes()
+    (header_len,) = struct.unpack("<Q", blob[:8])
+    digest = hashlib.sha256(blob[8 + header_len :]).hexdigest()  # the tensor data
+    assert json.loads((saved / "config.json").read_text())["weights_sha256"] == digest
+    with safe_open(saved / "model.safetensors", "pt") as handle:
+        assert handle.metadata()["weights_sha256"] == digest
+
+
+def _strip_records(folder: Path, *, config: bool = False, weights: bool = False) -> None:
+    """Make one file or both look written before unetseg recorded the weights' digest."""
+    if config:
+        data = json.loads((folder / "config.json").read_text())
+        del data["weights_sha256"]
+        (folder / "config.json").write_text(json.dumps(data))
+    if weights:
+        path = folder / "model.safetensors"
+        save_file(load_file(path), path, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize(
+    ("mix", "fix"),
+    [
+        ("two saves", r'set "weights_sha256": "[0-9a-f]{64}" in config.json'),
+        ("old weights", r'delete "weights_sha256" from config.json'),
+        ("old config", r'set "weights_sha256": "[0-9a-f]{64}" in config.json'),
+    ],
+)
+def test_config_and_weights_of_different_saves_are_refused(
+    saved: Path, tmp_path: Path, mix: str, fix: str, no_tensor_reads: None
+) -> None:
+    other = same_layers_other_weights().save_pretrained(tmp_path / "other")
+    if mix == "two saves":
+        shutil.copy(other / "config.json", saved / "config.json")
+    elif mix == "old weights":  # written by an older unetseg, or by hand
+        _strip_records(saved, weights=True)
+    else:
+        shutil.copy(other / "config.json", saved / "config.json")
+        _strip_records(saved, config=True)
+    with pytest.raises(WeightsError, match=rf"json and model\.safetensors come from differ.*{fix}"):
+        UNet.from_pretrained(saved)
+
+
+def test_models_saved_before_the_digest_load_and_gain_it_when_saved_again(saved: Path) -> None:
+    _strip_records(saved, config=True, weights=True)
+    model = UNet.from_pretrained(saved)
+    assert torch.equal(outputs(model), outputs(trained_tiny()))
+    model.save_pretrained(saved)
+    assert "weights_sha256" in json.loads((saved / "config.json").read_text())
+
+
+def test_an_invalid_digest_in_config_is_a_config_error(saved: Path) -> None:
+    data = json.loads((saved / "config.json").read_text())
+    (saved / "config.json").write_text(json.dumps({**data, "weights_sha256": 12}))
+    with pytest.raises(ConfigError, match=r"config.json: weights_sha256 must be the 64 hex"):
+        UNet.from_pretrained(saved)
+
+
+def test_save_removes_the_temp_files_of_killed_saves_only(
+    saved: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = dead_pid()
+    gone = [leftover(saved / name, pid=dead) for name in sorted(FILES)]
+    kept = [
+        leftover(saved / "model.safetensors", pid=os.getppid()),  # another rank, saving now
+        leftover(saved / "config.json", pid=dead, host="0123abcd"),  # another machine's
+        leftover(saved / "last.safetensors", pid=dead),  # fit()'s, not save_pretrained()'s
+    ]
+    (saved / "notes.txt").write_text("the user's")
+    with caplog.at_level(logging.INFO, logger="unetseg"):
+        trained_tiny().save_pretrained(saved)
+    assert not any(p.exists() for p in gone)
+    assert {p.name for p in saved.iterdir()} == FILES | {"notes.txt"} | {p.name for p in kept}
+    assert "removed 3 temp file(s)" in caplog.text
 
 
 def test_saved_files_are_readable_by_others(saved: Path) -> None:
@@ -340,8 +512,11 @@ def test_config_disagreeing_with_weights_is_refused(
 
 
 def _rewrite_weights(folder: Path, edit: Any) -> None:
-    tensors = load_file(folder / "model.safetensors")
-    save_file(edit(tensors), folder / "model.safetensors")
+    """Edit the tensors, keeping the metadata (and so the tie to config.json)."""
+    path = folder / "model.safetensors"
+    with safe_open(path, "pt") as handle:
+        metadata = handle.metadata()
+    save_file(edit(load_file(path)), path, metadata=metadata)
 
 
 @pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt", "weights.pth"])
@@ -541,6 +716,17 @@ def test_local_files_only_loads_from_cache(
     fill_cache(cache, "org/name", saved)
     model = UNet.from_pretrained("org/name", cache_dir=cache, local_files_only=True)
     assert model.config.num_classes == 3
+
+
+def test_a_hub_snapshot_mixing_two_saves_is_refused(
+    saved: Path, tmp_path: Path, offline: None
+) -> None:
+    other = same_layers_other_weights().save_pretrained(tmp_path / "other")
+    shutil.copy(other / "config.json", saved / "config.json")
+    cache = tmp_path / "hf-cache"
+    fill_cache(cache, "org/name", saved)
+    with pytest.raises(WeightsError, match=r"different saves.*revision="):
+        UNet.from_pretrained("org/name", cache_dir=cache)
 
 
 def test_cold_cache_names_repo_and_fix(tmp_path: Path, offline: None) -> None:

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import unetseg.train as train_module
-from helpers import blocks, write
+from helpers import blocks, dead_pid, kill_9_when_flagged, leftover, write
 from unetseg import (
     Augment,
     CheckpointError,
@@ -30,6 +30,7 @@ from unetseg import (
 from unetseg import checkpoint as ckpt
 from unetseg._train_setup import MIN_LR_RATIO, amp_dtype, as_pair, lr_at, trained_flips
 from unetseg._utils import cpu_has_fast_bf16
+from unetseg.distributed import DistInfo
 from unetseg.history import History
 from unetseg.imaging import prepare_image
 from unetseg.train import fit
@@ -564,6 +565,56 @@ def test_kill_9_mid_run_then_resume_is_bit_identical(tmp_path: Path) -> None:
     assert len(data.keys) < 1 + 8 * 4  # resumed, not restarted
     assert len(history) == 4 and history.stop_reason == "epochs"
     assert same_weights(model, reference)
+
+
+KILLED_MID_WRITE = BUILD + textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+
+    from unetseg import fit
+
+    torch.set_num_threads(1)
+    flag, ckpt_dir = Path(sys.argv[1]), sys.argv[2]
+
+
+    def stuck_fsync(fd):  # the checkpoint is in its temp file, not yet renamed: die here
+        flag.write_text("writing last.safetensors")
+        time.sleep(600)
+
+
+    os.fsync = stuck_fsync
+    model, data, _ = build()
+    fit(model, data, epochs=1, batch_size=4, progress=False, checkpoint_dir=ckpt_dir)
+    """
+)
+
+
+def test_kill_9_mid_write_leaves_a_temp_file_that_the_next_fit_removes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    script, ckpt_dir = tmp_path / "child.py", tmp_path / "ckpt"
+    script.write_text(KILLED_MID_WRITE)
+    kill_9_when_flagged(script, tmp_path / "flag", str(ckpt_dir))
+    (stale,) = ckpt_dir.iterdir()  # each such kill added one more, as large as a checkpoint
+    assert stale.name.startswith(".last.safetensors.") and stale.stat().st_size > 10_000
+    (ckpt_dir / "notes.txt").write_text("the user's")
+    with caplog.at_level(logging.INFO, logger="unetseg"):
+        fit(tiny(), make_pairs(4), epochs=1, checkpoint_dir=ckpt_dir, **FAST)
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.safetensors", "notes.txt"]
+    assert stale.name in caplog.text
+
+
+def test_only_rank_0_removes_leftover_checkpoint_temps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stale = leftover(tmp_path / "last.safetensors", pid=dead_pid())
+    with monkeypatch.context() as patch:  # this process as rank 1 of a torchrun job
+        patch.setattr(DistInfo, "is_main", property(lambda self: False))
+        fit(tiny(), make_pairs(4), epochs=1, checkpoint_dir=tmp_path, **FAST)
+    assert stale.exists()  # the folder is rank 0's, which may be writing in it
+    fit(tiny(), make_pairs(4), epochs=1, checkpoint_dir=tmp_path, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.safetensors"]
 
 
 def test_fraction_split_of_plain_pairs_and_bf16_autocast_on_cpu() -> None:

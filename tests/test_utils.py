@@ -1,9 +1,11 @@
+import logging
 import os
 from pathlib import Path
 
 import pytest
 
-from unetseg._utils import atomic_write
+from helpers import dead_pid, leftover
+from unetseg._utils import atomic_write, remove_leftover_temps
 
 
 def test_atomic_write_replaces_whole_file(tmp_path: Path) -> None:
@@ -33,6 +35,55 @@ def test_atomic_write_uses_umask_permissions_not_private_ones(tmp_path: Path) ->
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_leftover_temps_of_gone_writers_are_removed_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = tmp_path / "last.safetensors"
+    gone = [
+        leftover(target, pid=dead_pid()),  # killed mid-write
+        leftover(target, token="0badc0de"),  # an earlier process with our pid (restarted)
+    ]
+    running = [
+        leftover(target),  # this process: a write in progress
+        leftover(target, pid=os.getppid()),  # another live process: a rank saving right now
+    ]
+    elsewhere = leftover(target, pid=dead_pid(), host="0123abcd")  # cannot be probed
+    with caplog.at_level(logging.INFO, logger="unetseg"):
+        removed = remove_leftover_temps(tmp_path, ["last.safetensors"], keep_unknown=True)
+    assert sorted(removed) == sorted(p.name for p in gone)
+    assert not any(p.exists() for p in gone) and all(p.exists() for p in [*running, elsewhere])
+    assert "removed 2 temp file(s)" in caplog.text and gone[0].name in caplog.text
+    assert remove_leftover_temps(tmp_path, [target.name], keep_unknown=False) == [elsewhere.name]
+
+
+def test_only_the_librarys_own_temp_names_for_the_given_targets_are_removed(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "last.safetensors"
+    users = [
+        tmp_path / name
+        for name in (
+            "last.safetensors",
+            "notes.txt",
+            ".last.safetensors.abcd1234.tmp",  # another tool's, or an older unetseg's
+            ".last.safetensors.unetseg-tmp",
+            "last.safetensors.0123abcd-1-00000000.abcdefgh.unetseg-tmp",  # no leading dot
+        )
+    ]
+    for path in users:
+        path.write_text("the user's")
+    other_target = leftover(tmp_path / "best.safetensors", pid=dead_pid())
+    as_folder = leftover(tmp_path / "last.safetensors", pid=dead_pid())
+    as_folder.unlink()
+    as_folder.mkdir()
+    as_link = leftover(tmp_path / "last.safetensors", pid=dead_pid())
+    as_link.unlink()
+    as_link.symlink_to(users[1])
+    assert remove_leftover_temps(tmp_path, ["last.safetensors"], keep_unknown=False) == []
+    assert all(p.exists() for p in [*users, other_target, as_folder, as_link])
+    assert remove_leftover_temps(tmp_path / "absent", [target.name], keep_unknown=False) == []
 
 
 def test_class_argmax_matches_torch_argmax() -> None:

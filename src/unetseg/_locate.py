@@ -5,13 +5,15 @@
 a repo id is fetched through ``huggingface_hub.hf_hub_download`` (only those two files, never
 a pickle), honouring ``local_files_only`` and ``HF_HUB_OFFLINE``. Every failure becomes a
 ``WeightsError`` that names the folder or repo and what to do. ``read_config`` reads
-``config.json`` more strictly than ``json.load`` does.
+``config.json`` more strictly than ``json.load`` does, and ``check_same_save`` refuses a
+``config.json`` and ``model.safetensors`` written by two different saves.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +26,25 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .config import UNetConfig
+from .config import WEIGHTS_DIGEST_KEY, UNetConfig
 from .errors import ConfigError, WeightsError
+from .safe_load import read_metadata
 
-__all__ = ["CONFIG_NAME", "PICKLE_SUFFIXES", "WEIGHTS_NAME", "read_config", "resolve_checkpoint"]
+__all__ = [
+    "CONFIG_NAME",
+    "PICKLE_SUFFIXES",
+    "WEIGHTS_NAME",
+    "check_same_save",
+    "read_config",
+    "read_saved_config",
+    "resolve_checkpoint",
+]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 #: A config is a few kB; anything much larger is not ours.
 MAX_CONFIG_BYTES = 2**20
+_DIGEST = re.compile(r"[0-9a-f]{64}")  # a SHA-256 as save_pretrained() writes it
 #: Suffixes of pickle-based weights, which are refused, never loaded.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _CONVERT = (
@@ -43,6 +55,11 @@ _CONVERT = (
 
 
 def read_config(path: str | os.PathLike[str]) -> UNetConfig:
+    """Read and validate ``config.json``; ``read_saved_config`` without the weights' digest."""
+    return read_saved_config(path)[0]
+
+
+def read_saved_config(path: str | os.PathLike[str]) -> tuple[UNetConfig, str | None]:
     """Read and validate ``config.json``, refusing anything unexpected.
 
     Besides ``UNetConfig.from_dict``'s checks (types, ranges, unknown keys, a newer
@@ -53,7 +70,8 @@ def read_config(path: str | os.PathLike[str]) -> UNetConfig:
         path: the ``config.json`` file.
 
     Returns:
-        The validated config.
+        The validated config, and the SHA-256 of the weights saved with it (None in files
+        written before unetseg recorded it).
 
     Raises:
         WeightsError: the file is missing or unreadable.
@@ -91,7 +109,56 @@ def read_config(path: str | os.PathLike[str]) -> UNetConfig:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as err:  # deep [[[...]]]
         raise ConfigError(f"{path}: not valid JSON ({err}); {fix}") from None
-    return UNetConfig.from_dict(data, source=str(path))
+    digest = data.get(WEIGHTS_DIGEST_KEY) if isinstance(data, dict) else None
+    if digest is not None and not (isinstance(digest, str) and _DIGEST.fullmatch(digest)):
+        raise ConfigError(
+            f"{path}: {WEIGHTS_DIGEST_KEY} must be the 64 hex digits save_pretrained() wrote, "
+            f"got {digest!r}; {fix}"
+        )
+    return UNetConfig.from_dict(data, source=str(path)), digest
+
+
+def check_same_save(config_path: Path, weights_path: Path, recorded: str | None) -> None:
+    """Refuse a ``config.json`` and ``model.safetensors`` that come from different saves.
+
+    ``save_pretrained`` records the SHA-256 of the tensor data in both files, so comparing
+    the two records costs a header read, not a hash of the weights. Files saved before
+    that record existed have it in neither and load as before.
+
+    Args:
+        config_path: the ``config.json`` read.
+        weights_path: the ``model.safetensors`` beside it.
+        recorded: the digest ``read_saved_config`` found in ``config.json``, if any.
+
+    Raises:
+        WeightsError: the records differ, or only one file has one; the message says how
+            such a mix arises and what to do.
+    """
+    found = read_metadata(weights_path).get(WEIGHTS_DIGEST_KEY)
+    if found == recorded:
+        return
+    config_says = (
+        f"{CONFIG_NAME} was saved with weights {recorded[:12]}..."
+        if recorded is not None
+        else f"{CONFIG_NAME} records no weights"
+    )
+    weights_say = f"{found[:12]}..." if found is not None else "no record"
+    records = f"{config_says}, {WEIGHTS_NAME} holds {weights_say}"
+    sure = (
+        f'set "{WEIGHTS_DIGEST_KEY}": "{found}" in {CONFIG_NAME}'
+        if found is not None
+        else f'delete "{WEIGHTS_DIGEST_KEY}" from {CONFIG_NAME}'
+    )
+    # Hub files of two commits (the repo changed between the downloads) lie in two folders.
+    same = config_path.parent == weights_path.parent
+    where = config_path.parent if same else f"{config_path} and {weights_path}"
+    raise WeightsError(
+        f"{where}: {CONFIG_NAME} and {WEIGHTS_NAME} come from different saves "
+        f"({records}): a save_pretrained() interrupted between its renames, "
+        "files copied from two saves, or a Hub repo updated between the two downloads. Save "
+        "again with model.save_pretrained(folder) (for a Hub repo: load again, or pin "
+        f"revision= to one commit); only if you know this config describes these weights, {sure}"
+    )
 
 
 def _local_files(folder: Path) -> tuple[Path, Path]:

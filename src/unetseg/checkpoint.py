@@ -8,7 +8,9 @@ of that state and the tensor bytes, so a damaged file is refused instead of bein
 half-loaded (a flipped digit in the state would otherwise move the run's step silently).
 
 A kill at any moment, even mid-write, leaves the previous checkpoint intact
-(``_utils.atomic_write``: temp file, fsync, ``os.replace``).
+(``_utils.atomic_write``: temp file, fsync, ``os.replace``). A kill mid-write also leaves
+that temp file, as large as a checkpoint; ``remove_leftovers`` deletes such files when
+fit() starts using the folder again, so repeated kills do not fill the disk.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ._utils import atomic_write, logger
+from ._utils import atomic_write, logger, remove_leftover_temps
 from .errors import CheckpointError
 from .history import History
 from .model import UNet
@@ -39,6 +41,7 @@ __all__ = [
     "optimizer_state_from_flat",
     "optimizer_state_to_flat",
     "read_checkpoint",
+    "remove_leftovers",
     "restore_training",
     "training_checkpoint",
     "write_checkpoint",
@@ -183,6 +186,21 @@ def find_latest(directory: str | os.PathLike[str]) -> Checkpoint:
         )
     checkpoints = [read_checkpoint(p) for p in found]
     return max(checkpoints, key=lambda c: int(c.state.get("step", -1)))
+
+
+def remove_leftovers(directory: str | os.PathLike[str]) -> list[str]:
+    """Delete the temp files that checkpoint writes killed mid-way left in ``directory``.
+
+    Only the library's own temp names for ``CHECKPOINT_NAMES`` are touched, never other
+    files, and not those of a writer still running on this machine. Meant for one process
+    (rank 0 under torchrun); those of other machines are removed too, as a run resumed on
+    another node leaves its old node's behind.
+
+    Returns:
+        The names removed (they are logged).
+    """
+    names = [f"{name}.safetensors" for name in CHECKPOINT_NAMES]
+    return remove_leftover_temps(Path(directory), names, keep_unknown=False)
 
 
 # --- optimizer state <-> (tensors, JSON) without pickle ---

@@ -29,11 +29,16 @@ __all__ = [
     "NORMS",
     "TTA_FLIPS",
     "UPSAMPLINGS",
+    "WEIGHTS_DIGEST_KEY",
     "UNetConfig",
 ]
 
 #: Version of the ``config.json`` layout. Bump when a field changes meaning.
 FORMAT_VERSION = 1
+#: Key of the SHA-256 of the weights' tensor data that ``save_pretrained`` records in both
+#: ``config.json`` and ``model.safetensors``' metadata, tying the two files to one save.
+#: Like ``format_version`` it describes the file, not the model: not a config field.
+WEIGHTS_DIGEST_KEY = "weights_sha256"
 
 NORMS = ("batch", "group", "instance", "none")
 UPSAMPLINGS = ("transpose", "bilinear")
@@ -307,12 +312,15 @@ class UNetConfig:
             data: the parsed JSON object.
             source: where it came from, for error messages (a file path, say).
 
+        ``weights_sha256`` (``WEIGHTS_DIGEST_KEY``) is ignored: ``from_pretrained`` checks it.
+
         Raises:
             ConfigError: unknown keys, a newer ``format_version``, wrong types or ranges.
         """
         if not isinstance(data, Mapping):
             raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
         data = dict(data)
+        data.pop(WEIGHTS_DIGEST_KEY, None)
         version = data.pop("format_version", FORMAT_VERSION)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise ConfigError(

@@ -10,12 +10,19 @@ This follows huggingface_hub's ``PyTorchModelHubMixin`` but overrides its lenien
 key matching is strict, there is no pickle fallback (``.bin``/``.pt`` are refused, never
 loaded), a missing or unknown config is an error rather than a log line, and the weights'
 header is checked against the config before any tensor is read (``safe_load.py``).
+
+The three files cannot be renamed into place in one step, so a crash between two renames
+could leave new weights beside an old config, which would load as a silently wrong model.
+``config.json`` and the weights' header metadata therefore both record the SHA-256 of the
+tensor data (``weights_sha256``), and ``from_pretrained`` refuses files whose records differ.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,9 +33,16 @@ import torch
 from huggingface_hub import HfApi
 from torch import nn
 
-from ._locate import CONFIG_NAME, WEIGHTS_NAME, read_config, resolve_checkpoint
-from ._utils import _current_umask, _fsync_dir, check_device, logger
-from .config import UNetConfig
+from ._locate import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    check_same_save,
+    read_config,
+    read_saved_config,
+    resolve_checkpoint,
+)
+from ._utils import check_device, logger, replace_together
+from .config import WEIGHTS_DIGEST_KEY, UNetConfig
 from .errors import ConfigError, WeightsError
 from .model_card import render_model_card
 from .safe_load import load_safetensors
@@ -69,34 +83,20 @@ def _fine_tune_config(saved: UNetConfig, num_classes: int | None) -> UNetConfig:
     )
 
 
-def _write_all(folder: Path, files: Sequence[tuple[str, bytes]]) -> None:
-    """Replace several files in ``folder`` together, keeping the old ones on any failure.
+def _weights_file(state: dict[str, torch.Tensor]) -> tuple[bytes, str]:
+    """``model.safetensors``'s bytes, whose metadata records the SHA-256 of their tensor data.
 
-    Each file is written to a temp file beside its target and fsynced; only when every one
-    is on disk are they renamed into place (renames in one folder need no space), so a full
-    disk, an exception or a crash while writing leaves the previous checkpoint complete and
-    consistent, with no temp files behind.
+    Returns:
+        The file's bytes and that digest (hex).
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    umask = _current_umask()  # mkstemp makes 0600 files; give them the usual permissions
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for name, content in files:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-            staged.append((Path(tmp_name), folder / name))
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp_name, 0o666 & ~umask)
-        while staged:
-            tmp, target = staged[0]
-            os.replace(tmp, target)
-            staged.pop(0)
-    finally:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-    _fsync_dir(folder)  # makes the renames durable
+    # Serialise once to hash the data section, then again with its digest in the header:
+    # the data section does not depend on the metadata, so the digest stays true.
+    draft = safetensors.torch.save(state)
+    (header_len,) = struct.unpack("<Q", draft[:8])
+    digest = hashlib.sha256(memoryview(draft)[8 + header_len :]).hexdigest()
+    del draft
+    metadata = {"format": "pt", "library": "unetseg", WEIGHTS_DIGEST_KEY: digest}
+    return safetensors.torch.save(state, metadata=metadata), digest
 
 
 class HubMixin(_Base):
@@ -120,7 +120,9 @@ class HubMixin(_Base):
         """Write ``config.json``, ``model.safetensors`` and ``README.md`` to a folder.
 
         All three files are replaced together: if anything fails midway (a full disk, an
-        exception, a crash before the final renames) the folder keeps its previous files.
+        exception) the folder keeps its previous files. A crash between the final renames
+        can leave a mix, which ``from_pretrained`` refuses (both files record the weights'
+        SHA-256). Temp files that killed saves left in the folder are removed.
 
         Args:
             save_directory: the folder, created if needed; other files in it are left alone.
@@ -147,8 +149,10 @@ class HubMixin(_Base):
             logger.warning(
                 "saving non-finite (NaN/inf) weights to %s; loading refuses them", folder
             )
-        weights = safetensors.torch.save(state, metadata={"format": "pt", "library": "unetseg"})
-        config = json.dumps(self.config.to_dict(), indent=2) + "\n"
+        weights, digest = _weights_file(state)
+        # The digest ties config.json to these very weights (see the module docstring).
+        record = {**self.config.to_dict(), WEIGHTS_DIGEST_KEY: digest}
+        config = json.dumps(record, indent=2) + "\n"
         card = render_model_card(
             self.config, repo_id=repo_id, license=license, datasets=datasets, tags=tags
         )
@@ -158,7 +162,7 @@ class HubMixin(_Base):
             (CARD_NAME, card.encode()),
         ]
         try:
-            _write_all(folder, files)
+            replace_together(folder, files)
         except OSError as err:
             raise WeightsError(f"cannot save to {folder}: {err}; previous files kept") from err
         logger.info("saved %s, %s and %s to %s", CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, folder)
@@ -229,7 +233,8 @@ class HubMixin(_Base):
 
         Raises:
             WeightsError: files missing, unsafe (pickle), corrupt, or not fitting the config;
-                a ``map_location`` this machine cannot use.
+                ``config.json`` and the weights from different saves; a ``map_location``
+                this machine cannot use.
             ConfigError: ``config.json`` is invalid, or ``num_classes`` is.
         """
         device = check_device(map_location, WeightsError)  # before reading anything
@@ -240,7 +245,8 @@ class HubMixin(_Base):
             local_files_only=local_files_only,
             token=token,
         )
-        saved = read_config(config_path)
+        saved, digest = read_saved_config(config_path)
+        check_same_save(config_path, weights_path, digest)  # before a mix fails less clearly
         config = _fine_tune_config(saved, num_classes)
         with torch.device("meta"):  # shapes and dtypes only, no memory
             expected = cls(saved).state_dict()

@@ -33,6 +33,7 @@ __all__ = [
     "check_tensors",
     "load_safetensors",
     "read_header",
+    "read_metadata",
 ]
 
 #: Header size limit. A U-Net header is a few kB; safetensors itself allows 100 MB.
@@ -89,6 +90,27 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, TensorInfo]:
             of bounds, overlap, leave gaps or disagree with dtype x shape.
     """
     path = Path(path)
+    header, data_len = _read_json_header(path)
+    header.pop("__metadata__", None)
+    infos = {name: _check_entry(path, name, entry, data_len) for name, entry in header.items()}
+    _check_layout(path, infos, data_len)
+    return dict(sorted(infos.items(), key=lambda item: item[1].start))
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The string ``__metadata__`` of a safetensors file's header (``{}`` if none); no tensors.
+
+    Raises:
+        WeightsError: as ``read_header``, for a file that is not safetensors at all.
+    """
+    metadata = _read_json_header(Path(path))[0].get("__metadata__")
+    if not isinstance(metadata, dict):
+        return {}
+    return {k: v for k, v in metadata.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _read_json_header(path: Path) -> tuple[dict[str, object], int]:
+    """The header as parsed JSON, and the size of the data section after it."""
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
@@ -124,10 +146,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, TensorInfo]:
         raise WeightsError(f"{path}: header is not valid JSON ({err}); {_FIX}") from None
     if not isinstance(header, dict):
         raise WeightsError(f"{path}: header must be a JSON object; {_FIX}")
-    header.pop("__metadata__", None)
-    infos = {name: _check_entry(path, name, entry, data_len) for name, entry in header.items()}
-    _check_layout(path, infos, data_len)
-    return dict(sorted(infos.items(), key=lambda item: item[1].start))
+    return header, data_len
 
 
 def _check_entry(path: Path, name: str, entry: object, data_len: int) -> TensorInfo:

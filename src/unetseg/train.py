@@ -291,6 +291,7 @@ def _fit(
                 f"checkpoint_dir {ckpt_dir} cannot hold checkpoints ({err.strerror}); "
                 "pass a folder path"
             ) from None
+        ckpt.remove_leftovers(ckpt_dir)  # each kill -9 mid-write left a checkpoint-sized file
 
     net: nn.Module = model
     if info.enabled:
