@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from helpers import blocks, make_folder, write
-from unetseg import Augment, DatasetError, SegmentationDataset, UNetConfig, _store
+from unetseg import Augment, DatasetError, SegmentationDataset, UNet, UNetConfig, _store
 
 
 def test_size_mismatch_after_exif_orientation(tmp_path: Path) -> None:
@@ -410,6 +410,22 @@ def test_negative_void_values_read_with_a_negative_ignore_index() -> None:
     np.testing.assert_array_equal(data[0][1].numpy(), mask)
     test = SegmentationDataset(images[:1], [mask], like=UNetConfig(**data.config_fields()))
     np.testing.assert_array_equal(test[0][1].numpy(), mask)
+
+
+def test_like_a_saved_model_folder_or_its_config_json(tmp_path: Path) -> None:
+    # Grey levels 0/100/200 as classes 0..2; a test set holding only 100 and 200 would
+    # number them 0 and 1 on its own. A folder from save_pretrained keeps the training ones.
+    grey = np.array([[0, 100], [200, 200]], np.uint8)
+    train = SegmentationDataset([np.zeros((2, 2), np.uint8)], [grey])
+    model = UNet(UNetConfig(**train.config_fields(), base_channels=4, depth=1))
+    model.save_pretrained(tmp_path / "model")
+    only_two = np.array([[100, 200], [200, 100]], np.uint8)
+    assert SegmentationDataset([np.zeros((2, 2), np.uint8)], [only_two])[0][1].max() == 1
+    for like in (tmp_path / "model", str(tmp_path / "model" / "config.json")):
+        test = SegmentationDataset([np.zeros((2, 2), np.uint8)], [only_two], like=like)
+        np.testing.assert_array_equal(test[0][1].numpy(), [[1, 2], [2, 1]])
+    with pytest.raises(DatasetError, match=r"like='org/name'.*UNet.from_pretrained\('org/name'\)"):
+        SegmentationDataset([np.zeros((2, 2), np.uint8)], [only_two], like="org/name")
 
 
 def test_like_a_training_set_names_its_colours_when_a_test_mask_has_another() -> None:

@@ -17,6 +17,7 @@ augmented items cost about the same whatever the image size.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from ._locate import CONFIG_NAME, read_config
 from ._store import SampleStore
 from ._utils import is_integer, is_number, logger
 from .augment import Augment, crop_with_padding
@@ -70,8 +72,9 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             (the default on macOS and Windows) receives, leaves the cache behind and
             decodes on access; "fork" workers (Linux) share the cache.
         max_pixels: larger images are refused as possible decompression bombs.
-        like: decode and normalise exactly like this training set, trained model or
-            ``UNetConfig``: its mask mapping (values or colours -> classes), ignore index,
+        like: decode and normalise exactly like this training set, trained model,
+            ``UNetConfig`` or folder written by ``save_pretrained`` (or its ``config.json``):
+            its mask mapping (values or colours -> classes), ignore index,
             mean/std and in_channels are reused instead of measured. Use it for
             validation and test sets, which may lack a class or order grey levels
             differently.
@@ -105,7 +108,12 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
         augment: Augment | AugmentFn | bool | None = None,
         cache_bytes: int = 2**30,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        like: SegmentationDataset | UNetConfig | torch.nn.Module | None = None,
+        like: SegmentationDataset
+        | UNetConfig
+        | torch.nn.Module
+        | str
+        | os.PathLike[str]
+        | None = None,
         progress: bool = True,
     ) -> None:
         codec = None
@@ -419,14 +427,30 @@ def _with_ignore(
 
 
 def _reference(
-    like: SegmentationDataset | UNetConfig | torch.nn.Module,
+    like: SegmentationDataset | UNetConfig | torch.nn.Module | str | os.PathLike[str],
 ) -> tuple[MaskCodec, UNetConfig]:
     """The codec and config fields a ``like=`` argument fixes."""
+    if isinstance(like, (str, os.PathLike)):
+        like = _saved_config(Path(like))
     if isinstance(like, SegmentationDataset):
         return like._store.codec, UNetConfig(**like.config_fields())
     config = like if isinstance(like, UNetConfig) else getattr(like, "config", None)
     if not isinstance(config, UNetConfig):
         raise DatasetError(
-            f"like= takes a SegmentationDataset, a UNet or a UNetConfig, got {type(like).__name__}"
+            "like= takes a SegmentationDataset, a UNet, a UNetConfig or a saved-model folder, "
+            f"got {type(like).__name__}"
         )
     return MaskCodec.from_config(config), config
+
+
+def _saved_config(path: Path) -> UNetConfig:
+    """The config of a ``save_pretrained`` folder, or of a ``config.json`` given directly."""
+    config_path = path / CONFIG_NAME if path.is_dir() else path
+    if not config_path.is_file():
+        # A Hub id looks like a relative path; loading one needs the network and its cache.
+        raise DatasetError(
+            f"like={str(path)!r}: no such saved-model folder or {CONFIG_NAME}; pass a folder "
+            f"written by model.save_pretrained(), or a model: "
+            f"like=UNet.from_pretrained({str(path)!r}) for one on the Hub"
+        )
+    return read_config(config_path)
