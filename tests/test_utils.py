@@ -1,10 +1,13 @@
 import logging
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from helpers import dead_pid, leftover
+from helpers import SRC, dead_pid, leftover
 from unetseg._utils import atomic_write, remove_leftover_temps
 
 
@@ -111,3 +114,27 @@ def test_bare_cuda_under_torchrun_is_this_ranks_gpu(monkeypatch: pytest.MonkeyPa
     assert pick_device("cuda:0", local_rank=1) == torch.device("cuda", 0)  # an index wins
     with pytest.raises(ValueError, match="2 CUDA device"):
         pick_device("cuda", local_rank=2)
+
+
+def test_warnings_reach_stderr_when_no_logging_is_configured(tmp_path: Path) -> None:
+    # A notebook that never called logging.basicConfig must still see a warning (here: NaN
+    # weights saved) but no INFO chatter; and setLevel on "unetseg" still silences it.
+    script = textwrap.dedent(
+        """
+        import logging, sys, torch
+        from unetseg import UNet
+        model = UNet(1, 2, base_channels=4, depth=1)
+        torch.nn.init.constant_(model.head.bias, float("nan"))
+        if sys.argv[2] == "quiet":
+            logging.getLogger("unetseg").setLevel(logging.ERROR)
+        model.save_pretrained(sys.argv[1])
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    stderr = {}
+    for level in ("default", "quiet"):
+        command = [sys.executable, "-c", script, str(tmp_path / level), level]
+        run = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        stderr[level] = run.stderr
+    assert "non-finite" in stderr["default"] and "saved" not in stderr["default"]
+    assert stderr["quiet"] == ""

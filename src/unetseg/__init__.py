@@ -5,8 +5,6 @@ The public API is what this module exports; everything else may change.
 
 from __future__ import annotations
 
-import logging
-
 from .augment import Augment
 from .config import UNetConfig
 from .data import SegmentationDataset
@@ -51,6 +49,3 @@ __all__ = [
     "segment",
     "to_mask_values",
 ]
-
-# A library must not configure logging; users opt in with logging.basicConfig().
-logging.getLogger("unetseg").addHandler(logging.NullHandler())

@@ -40,6 +40,10 @@ __all__ = [
     "replace_together",
 ]
 
+# No handler of our own, not even a NullHandler: with none anywhere, Python prints WARNING
+# and above to stderr (logging.lastResort), so a notebook that configured no logging still
+# sees "these pairs are not normalised" or "non-finite weights saved". INFO stays quiet
+# until the user opts in (logging.basicConfig(level=logging.INFO)).
 logger = logging.getLogger("unetseg")
 
 TEMP_SUFFIX = ".unetseg-tmp"
