@@ -284,3 +284,14 @@ def test_values_neither_class_nor_void_are_refused(
     config = UNetConfig(num_classes=3, mask_encoding="grey", mask_values=(0, 100, 200))
     with pytest.raises(InputError, match=match):
         to_mask_values(gt, config, ignore_index=ignore_index)
+
+
+def test_the_mask_passed_before_the_path_is_named(tmp_path: Path) -> None:
+    # PIL and OpenCV take the destination first too; the mask first read the file name as a
+    # mask "of shape ()", naming neither mistake.
+    config = UNetConfig(num_classes=3)
+    with pytest.raises(InputError, match=r"save_mask\(path, indices, config\) takes the dest"):
+        save_mask(INDICES, tmp_path / "m.png", config)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"save_overlay\(path, image, indices, config\)"):
+        save_overlay(np.zeros((2, 3), np.uint8), tmp_path / "o.png", INDICES, config)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []

@@ -338,13 +338,25 @@ def save_mask(
         ignore_index: the value of void pixels; default the config's ``ignore_index``.
 
     Raises:
-        InputError: bad indices (values neither a class nor void), or a void value the
-            PNG cannot hold (negative, say: the message says how to remap it).
+        InputError: bad indices (values neither a class nor void), a void value the
+            PNG cannot hold (negative, say: the message says how to remap it), or a
+            ``path`` that is not a file name (the mask passed first).
         OSError: the file cannot be written (any previous file stays intact).
     """
+    _check_path("save_mask(path, indices, config)", path)
     image = mask_image(indices, config, ignore_index=ignore_index)
     with atomic_write(path, "wb") as handle:
         image.save(cast("IO[bytes]", handle), format="PNG")
+
+
+def _check_path(signature: str, path: object) -> None:
+    # The destination comes first, as in PIL's and OpenCV's writers; with the mask first
+    # the file name would be read as a mask of shape (), which names neither mistake.
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(
+            f"{signature} takes the destination file first, got a {type(path).__name__} as "
+            "path; pass the file name, then the mask"
+        )
 
 
 def _display_rgb(image: ImageInput) -> np.ndarray:
@@ -444,9 +456,10 @@ def save_overlay(
     """Write ``overlay(image, indices, config, alpha, ...)`` as a PNG (atomically).
 
     Raises:
-        InputError: as ``overlay``.
+        InputError: as ``overlay``, or a ``path`` that is not a file name.
         OSError: the file cannot be written (any previous file stays intact).
     """
+    _check_path("save_overlay(path, image, indices, config)", path)
     picture = overlay(
         image, indices, config, alpha, background=background, ignore_index=ignore_index
     )
