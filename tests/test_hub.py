@@ -743,6 +743,28 @@ def test_unknown_revision_in_cache(saved: Path, tmp_path: Path, offline: None) -
         UNet.from_pretrained("org/name", cache_dir=tmp_path / "c", revision="v2")
 
 
+@pytest.mark.parametrize("missing", ["config.json", "model.safetensors"])
+def test_a_file_the_cache_knows_the_repo_lacks_is_named_offline(
+    saved: Path, tmp_path: Path, offline: None, missing: str
+) -> None:
+    # huggingface_hub marks files an earlier download found missing (.no_exist): "fetch it
+    # once with network access" would not help, the repo is not a unetseg checkpoint.
+    (saved / missing).unlink()
+    snapshot = fill_cache(tmp_path / "c", "org/name", saved)
+    marker = snapshot.parents[1] / ".no_exist" / COMMIT / missing
+    marker.parent.mkdir(parents=True)
+    marker.touch()
+    with pytest.raises(WeightsError, match=rf"Hub repo 'org/name' has no {missing}") as err:
+        UNet.from_pretrained("org/name", cache_dir=tmp_path / "c")
+    assert "network" not in str(err.value)
+
+
+def test_revision_with_a_local_folder_is_refused(saved: Path) -> None:
+    # A folder named like the repo would load instead of the pinned revision, silently.
+    with pytest.raises(WeightsError, match=r"local folder.*revision='v1'"):
+        UNet.from_pretrained(saved, revision="v1")
+
+
 def test_cached_pickle_is_refused(saved: Path, tmp_path: Path, offline: None) -> None:
     marker = tmp_path / "pwned"
     (saved / "model.safetensors").write_bytes(pickle.dumps(Payload(marker)))

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import constants, hf_hub_download
+from huggingface_hub import _CACHED_NO_EXIST, constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HFValidationError,
@@ -220,6 +220,19 @@ def _hub_files(
                 library_version=__version__,
             )
         except LocalEntryNotFoundError:
+            # An earlier download found the file missing from the repo: fetching it "once
+            # with network access" would not help.
+            known_missing = try_to_load_from_cache(
+                repo_id,
+                filename,
+                cache_dir=None if cache_dir is None else Path(cache_dir),
+                revision=revision,
+            )
+            if known_missing is _CACHED_NO_EXIST:
+                raise WeightsError(
+                    f"Hub repo {where} has {_missing(filename)}; the Hugging Face cache "
+                    "recorded the file missing when the repo was last downloaded"
+                ) from None
             cache = Path(cache_dir or constants.HF_HUB_CACHE)
             reason = (
                 "offline mode is on (HF_HUB_OFFLINE=1 or local_files_only=True)"
@@ -234,13 +247,7 @@ def _hub_files(
                 "--local-dir DIR` and pass that folder"
             ) from None
         except EntryNotFoundError:
-            what = (
-                f"no {WEIGHTS_NAME}; unetseg loads only safetensors, never pickle files "
-                "such as pytorch_model.bin"
-                if filename == WEIGHTS_NAME
-                else f"no {CONFIG_NAME}, so it is not a unetseg checkpoint"
-            )
-            raise WeightsError(f"Hub repo {where} has {what}") from None
+            raise WeightsError(f"Hub repo {where} has {_missing(filename)}") from None
         except RevisionNotFoundError:
             raise WeightsError(
                 f"Hub repo {repo_id!r} has no revision {revision!r}; pass a branch, tag or "
@@ -260,6 +267,18 @@ def _hub_files(
             raise WeightsError(f"cannot download {filename} of {where}: {err}") from None
         paths.append(Path(path))
     return paths[0], paths[1]
+
+
+def _missing(filename: str) -> str:
+    if filename == WEIGHTS_NAME:
+        return (
+            f"no {WEIGHTS_NAME}; unetseg loads only safetensors, never pickle files such as "
+            "pytorch_model.bin"
+        )
+    return (
+        f"no {CONFIG_NAME}, so it is not a unetseg checkpoint (model.save_pretrained() and "
+        "model.push_to_hub() write one)"
+    )
 
 
 def resolve_checkpoint(
@@ -283,6 +302,14 @@ def resolve_checkpoint(
     name = os.fspath(name_or_path)
     path = Path(name).expanduser()
     if path.is_dir():
+        if revision is not None:
+            # A folder named like the repo ("org/name", written by save_pretrained) would
+            # otherwise load instead of the pinned Hub revision, without a word.
+            raise WeightsError(
+                f"{path} is a local folder, which has no revisions, so revision={revision!r} "
+                "cannot apply; leave revision out to load the folder, or, for the Hub repo "
+                "of that name, run from another directory (a local folder wins over a repo id)"
+            )
         return _local_files(path)
     if path.is_file():
         raise WeightsError(
