@@ -69,7 +69,8 @@ def validate(
     class_names: Sequence[str] | None,
 ) -> dict[str, float]:
     """Score whole validation images; each rank takes every world_size-th image (no padding)."""
-    was_training = model.training
+    # Each module's own mode comes back: train_mode() leaves frozen BatchNorm layers in eval.
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     with torch.no_grad():
@@ -83,7 +84,8 @@ def validate(
                 logits = model(image.unsqueeze(0).to(device))
             prediction = class_argmax(logits, dim=1)[0].cpu()
             confusion += confusion_matrix(prediction, mask, num_classes, ignore_index=ignore_index)
-    model.train(was_training)
+    for module, mode in modes:
+        module.training = mode
     confusion = distributed.all_reduce_sum(confusion.to(device), info).cpu()
     scores = scores_from_confusion(confusion)
     return {f"val/{k}": v for k, v in scores.as_dict(class_names).items()}
@@ -187,5 +189,10 @@ def record_in_config(model: UNet, meta: dict[str, Any], history: History) -> Non
             for k, v in source.items()
             if k.startswith("val/") and math.isfinite(v)
         }
+    elif model.config.metrics is not None:
+        # They scored the weights of an earlier fit(), which this one has changed; kept,
+        # config.json and the model card would report them for the new weights.
+        logger.info("no validation data: dropping the metrics of the earlier training")
+        fields["metrics"] = None
     if fields:
         model.config = model.config.replace(**fields)

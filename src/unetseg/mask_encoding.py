@@ -30,6 +30,7 @@ __all__ = [
     "MAX_GREY_LEVELS",
     "MAX_INDEX_CLASSES",
     "build_codec",
+    "default_class_names",
     "parse_color",
     "parse_color_map",
 ]
@@ -201,13 +202,16 @@ def build_codec(
     )
 
 
+def default_class_names(num_classes: int, encoding: str) -> tuple[str, ...]:
+    """The names a data set read without ``class_names`` gives its classes."""
+    if encoding == "binary":
+        return ("background", "foreground")
+    return tuple(f"class_{i}" for i in range(num_classes))
+
+
 def _class_names(names: Sequence[str] | None, k: int, encoding: str) -> tuple[str, ...]:
     if names is None:
-        return (
-            ("background", "foreground")
-            if encoding == "binary"
-            else tuple(f"class_{i}" for i in range(k))
-        )
+        return default_class_names(k, encoding)
     out = tuple(names)
     if not all(isinstance(n, str) and n for n in out) or len(set(out)) != len(out):
         raise DatasetError(f"class_names must be unique non-empty strings, got {out!r}")

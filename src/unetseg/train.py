@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from . import _retrain as retrain
 from . import _train_epoch as steps
 from . import _train_setup as setup
 from . import checkpoint as ckpt
@@ -141,10 +142,19 @@ def fit(
             ``on_epoch_end(epoch, record, history) -> bool | None`` (True stops).
         progress: show a tqdm bar per epoch.
 
+    A model trained before (a saved one, or a second ``fit()``) keeps its class names when
+    ``train_data`` maps masks to classes as it does but was read without names; data that
+    maps them otherwise, or normalises images far from the model's ``image_mean``/
+    ``image_std``, is warned about (build it with ``like=model``). Parameters with
+    ``requires_grad=False`` are not trained, and BatchNorm layers whose weights are all
+    frozen keep their running statistics too.
+
     Returns:
         The ``History``; the model ends with the best validation weights when there is
         validation data (``history.restored_best``), and ``model.config`` records the
-        dataset's metadata and the validation metrics of the epoch it kept.
+        dataset's metadata and the validation metrics of the epoch it kept (none without
+        validation data: those of an earlier training are dropped). On Ctrl-C
+        (``KeyboardInterrupt``, re-raised) the model is left the same way.
 
     Raises:
         TrainingError: bad arguments (out-of-range values, a device this machine lacks),
@@ -239,7 +249,7 @@ def _fit(
         train_data, val_data, seed, patch_size, _default_augment
     )
     setup.check_same_mapping(train_data, val_data)
-    meta = setup.check_compatible(model, train_data, seed, val_data)
+    meta = retrain.carry_over(config, setup.check_compatible(model, train_data, seed, val_data))
     if (flips := setup.trained_flips(train_data)) is not None:
         meta["tta_flips"] = flips
     if ignore_index is None:
@@ -268,7 +278,8 @@ def _fit(
     # channels_last: ~1.3x faster convolutions on CPU (oneDNN) and on CUDA tensor cores.
     memory_format = torch.channels_last if dev.type in ("cpu", "cuda") else torch.contiguous_format
     model.to(dev, memory_format=memory_format)  # type: ignore[call-overload]
-    model.train()
+    retrain.train_mode(model)
+    retrain.describe_frozen(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
     settings = {"seed": seed, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
@@ -329,6 +340,7 @@ def _fit(
             (ckpt_dir / "interrupted.safetensors").unlink(missing_ok=True)
 
     stop_reason: str | None = None
+    bar: tqdm[Any] | None = None
     try:
         while stop_reason is None:
             if epochs is not None and pos.epoch >= epochs:
@@ -438,17 +450,35 @@ def _fit(
                 if hook is not None and hook(pos.epoch, record, history):
                     stop_reason = "callback"
     except KeyboardInterrupt:
-        logger.warning("interrupted at step %d; saving an 'interrupted' checkpoint", pos.step)
+        if bar is not None:
+            bar.close()  # else the message below lands at the end of the bar's line
+        saving = ckpt_dir is not None and info.is_main
+        logger.warning("interrupted at step %d%s", pos.step,
+                       "; saving an 'interrupted' checkpoint" if saving else "")  # fmt: skip
         save("interrupted")
+        # A notebook goes on with this model (save_pretrained, segment): its config must
+        # describe the data and normalisation its weights were trained on, as after a
+        # finished run, or a fine-tuned model would segment with the old mean/std.
+        _finish(model, best_state, meta, history)
         raise
 
     history.stop_reason = stop_reason
     history.steps, history.seconds = pos.step, elapsed()
     save("last")  # the last weights, not the best: a resume with more epochs continues them
+    _finish(model, best_state, meta, history)
+    return history
+
+
+def _finish(
+    model: UNet,
+    best_state: dict[str, torch.Tensor] | None,
+    meta: dict[str, Any],
+    history: History,
+) -> None:
+    """Restore the best validated weights and record the data and their metrics in the config."""
     if best_state is not None:
         model.load_state_dict(best_state)
         history.restored_best = True
         logger.info("restored the best weights: epoch %s, val mIoU %.4f",
                     history.best_epoch, history.best_mean_iou or math.nan)  # fmt: skip
     steps.record_in_config(model, meta, history)
-    return history
