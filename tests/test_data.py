@@ -416,8 +416,10 @@ def test_like_a_training_set_names_its_colours_when_a_test_mask_has_another() ->
     red, blue, black = (255, 0, 0), (0, 0, 255), (0, 0, 0)
     image = [np.zeros((2, 2, 3), np.uint8)]
     train = SegmentationDataset(image, [np.array([[red, black], [black, red]], np.uint8)])
-    unseen = np.array([[red, blue], [black, red]], np.uint8)
-    with pytest.raises(DatasetError, match=r"#0000ff.*\(#000000, #ff0000\); with like="):
+    unseen = np.array([[red, blue], [(0, 255, 0), blue]], np.uint8)
+    with pytest.raises(
+        DatasetError, match=r"\(s\) #0000ff, #00ff00 are.*\(#000000, #ff0000\); with like="
+    ):
         SegmentationDataset(image, [unseen], like=train)
 
 
