@@ -106,6 +106,10 @@ def test_colour_masks_are_read_as_indices_into_their_colours(tmp_path: Path) -> 
         np.testing.assert_array_equal(raw.values[raw.array], pack_colors(rgb))
         assert summarize(raw, "c").counts == {0: 16, 0x0000FF: 16, 0x07C809: 16, 0xFA0003: 32}
     np.testing.assert_array_equal(mask_from_array(rgb).array, read_mask(path).array)
+    large = np.tile(rgb, (40, 30, 1))  # 320x300: indexed through a table of every colour
+    raw = mask_from_array(large)
+    assert raw.values is not None and raw.array.dtype == np.uint8
+    np.testing.assert_array_equal(raw.values[raw.array], pack_colors(large))
     # Too many colours for a byte (a JPEG-compressed mask): kept packed, counted the same.
     many = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
     raw = mask_from_array(many)

@@ -197,11 +197,16 @@ def _compact_colors(packed: np.ndarray, lossy: bool = False) -> RawMask:
         return RawMask(np.ascontiguousarray(packed), "color", lossy=lossy)
     values = ordered[np.concatenate([[0], starts])]
     counts = np.diff(np.concatenate([[0], starts, [ordered.size]]))
-    # A table over every 24-bit colour: zero-filled lazily by the OS, so only the pages
-    # of the colours present are ever touched.
-    table = np.zeros(1 << 24, dtype=np.uint8)
-    table[values] = np.arange(len(values), dtype=np.uint8)
-    return RawMask(table[packed], "color", None, lossy, values, counts)
+    if packed.size <= 1 << 16:
+        indices = np.searchsorted(values, packed).astype(np.uint8)
+    else:
+        # A table over every 24-bit colour, 10x faster than a search at 2048x2048 (but
+        # slower below 256x256): zero-filled lazily by the OS, so only the pages of the
+        # colours present are touched.
+        table = np.zeros(1 << 24, dtype=np.uint8)
+        table[values] = np.arange(len(values), dtype=np.uint8)
+        indices = table[packed]
+    return RawMask(indices, "color", None, lossy, values, counts)
 
 
 def _lossless_webp(path: Path) -> bool:
