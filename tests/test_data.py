@@ -272,6 +272,19 @@ def test_pickled_data_leaves_the_decoded_cache_behind(tmp_path: Path) -> None:
     assert warm._store.cached_bytes == 4 * 64 * 96 * 4  # the original keeps its cache
 
 
+def test_pickled_data_carries_nothing_per_foreground_pixel() -> None:
+    # Each "spawn" worker receives the store every epoch: candidate crop centres kept per
+    # sample (up to 48 KiB each) made 10,000 small tiles ~480 MiB to send.
+    images = [np.zeros((64, 64), np.uint8)] * 20
+    sparse, full = np.zeros((64, 64), np.uint8), np.ones((64, 64), np.uint8)
+    sparse[0, 0], full[0, 0] = 1, 0
+    sizes = [
+        len(ForkingPickler.dumps(SegmentationDataset(images, [m] * 20, augment=Augment(16))))
+        for m in (sparse, full)
+    ]
+    assert abs(sizes[1] - sizes[0]) < 256
+
+
 def test_real_membrane_data_is_binary(isbi_dir: Path) -> None:
     ds = SegmentationDataset(isbi_dir / "images", isbi_dir / "masks")
     assert len(ds) == 30 and ds.in_channels == 1 and ds.num_classes == 2

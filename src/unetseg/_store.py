@@ -5,8 +5,8 @@
 
 1. ``scan``: headers only (size after EXIF orientation); refuse non-images, decompression
    bombs, pickled ``.npy`` files and image/mask size mismatches before decoding anything;
-2. ``read_masks``: decode every mask, learn the encoding (``mask_encoding.build_codec``), count
-   pixels per class and find foreground points for crops;
+2. ``read_masks``: decode every mask, learn the encoding (``mask_encoding.build_codec``) and
+   count pixels per class;
 3. ``read_images``: decode every image, settle ``in_channels`` and measure mean/std.
 
 Decoded arrays stay in memory up to ``cache_bytes``; beyond it, samples decode on access.
@@ -30,7 +30,6 @@ from typing import Any, TypeGuard
 import numpy as np
 from tqdm.auto import tqdm
 
-from .augment import foreground_points
 from .errors import DatasetError, ImageError
 from .imaging import convert_channels, load_npy, read_image, to_unit_range
 from .mask_codec import MaskCodec
@@ -96,7 +95,6 @@ class SampleStore:
         self.progress = False  # tqdm bars over the files read at construction
         self.codec: MaskCodec
         self.counts = np.zeros((0, 0), dtype=np.int64)  # (N, K) pixels per class
-        self.foreground: list[np.ndarray] = []
         self.shapes: list[tuple[int, int]] = []
         self.in_channels = 0
         self.mean: tuple[float, ...] = ()
@@ -170,6 +168,18 @@ class SampleStore:
             return cached
         return self.codec.decode(self.decode_raw_mask(index), self.name(index, "mask"))
 
+    def foreground_classes(self, index: int) -> np.ndarray:
+        """The foreground classes of a sample's mask (not 0, not ``ignore_index``), ascending.
+
+        Read from the pixel counts: crops centred on a class find its pixels in the mask
+        (``augment.draw_pixel``), so no candidate centres are stored for each sample, nor
+        pickled to each "spawn" DataLoader worker.
+        """
+        present: np.ndarray = np.flatnonzero(self.counts[index])
+        ignore = self.codec.ignore_index
+        out: np.ndarray = present[(present != 0) & (present != (-1 if ignore is None else ignore))]
+        return out
+
     def scan(self) -> None:
         """Headers only: refuse non-images, bombs and pickles, and compare sizes."""
         errors: list[str] = []
@@ -236,7 +246,6 @@ class SampleStore:
             classes = self.codec.decode(raw, summary.name)
             _check_shape(classes.shape, self.shapes[index], summary.name)
             self.keep(self.mask_cache, index, classes)
-            self.foreground.append(foreground_points(classes, ignore_index))
             counts.append(self.codec.class_counts(summary))
         self.counts = np.stack(counts)
 
@@ -255,7 +264,7 @@ class SampleStore:
         # through __getstate__, which leaves the caches behind).
         store = SampleStore.__new__(SampleStore)
         store.__dict__.update(self.__dict__)
-        store.mask_cache, store.foreground = {}, []
+        store.mask_cache = {}
         store.cached_bytes = self.cached_bytes - sum(a.nbytes for a in self.mask_cache.values())
         store.read_masks(ignore_index, *self.mask_options, codec)
         return store
