@@ -218,12 +218,20 @@ class SampleStore:
         color_map: Mapping[Any, int] | Sequence[Any] | None,
         codec: MaskCodec | None = None,
     ) -> None:
-        """Decode every mask once: learn the encoding (unless given), count classes, cache."""
+        """Decode every mask once: learn the encoding (unless given), count classes, cache.
+
+        A given codec maps each mask as it is read. A learned one is known only once every
+        mask has been read: masks are held as read (colour masks compact, a byte a pixel
+        like their classes) while they fit the cache budget and mapped then. The others
+        are read again only if their classes still fit the cache; the pixel counts come
+        from the summaries, so reading them again would be for nothing.
+        """
         self.mask_options = (class_names, color_map)
         errors: list[str] = []
         summaries: list[MaskSummary] = []
         raws: dict[int, RawMask] = {}
         raw_bytes = 0  # a running total: summing the kept masks each time was quadratic
+        failure: DatasetError | None = None  # raised once every unreadable file is listed
         for index in self.indices("reading masks", "mask"):
             name = self.name(index, "mask")
             try:
@@ -232,22 +240,34 @@ class SampleStore:
                 errors.append(str(err))
                 continue
             summaries.append(summarize(raw, name))
-            if raw_bytes + raw.array.nbytes <= self.cache_bytes:
-                raws[index] = raw
-                raw_bytes += raw.array.nbytes
+            if errors or failure is not None:
+                continue
+            try:
+                _check_shape(raw.array.shape, self.shapes[index], name)
+                if codec is not None:
+                    self.keep(self.mask_cache, index, codec.decode(raw, name))
+                elif raw_bytes + raw.array.nbytes <= self.cache_bytes:
+                    raws[index] = raw
+                    raw_bytes += raw.array.nbytes
+            except DatasetError as err:
+                failure = err
         _collect(errors, "Remove these masks or re-save them as PNG.")
         self.codec = codec or build_codec(
             summaries, ignore_index=ignore_index, class_names=class_names, color_map=color_map
         )
-        counts = []
-        for index, summary in zip(self.indices("mapping masks", "mask"), summaries, strict=True):
-            kept = raws.pop(index, None)
-            raw = kept if kept is not None else self.decode_raw_mask(index)
-            classes = self.codec.decode(raw, summary.name)
-            _check_shape(classes.shape, self.shapes[index], summary.name)
-            self.keep(self.mask_cache, index, classes)
-            counts.append(self.codec.class_counts(summary))
-        self.counts = np.stack(counts)
+        if failure is not None:
+            raise failure
+        pixel_bytes = self.codec.dtype.itemsize
+        for index in self.indices("mapping masks", "mask"):
+            held = raws.pop(index, None)
+            if held is None:
+                height, width = self.shapes[index]
+                fits = self.cached_bytes + height * width * pixel_bytes <= self.cache_bytes
+                if index in self.mask_cache or not fits:
+                    continue
+                held = self.decode_raw_mask(index)  # a raw form larger than its classes
+            self.keep(self.mask_cache, index, self.codec.decode(held, self.name(index, "mask")))
+        self.counts = np.stack([self.codec.class_counts(s) for s in summaries])
 
     def remasked(self, ignore_index: int, codec: MaskCodec | None = None) -> SampleStore:
         """A copy sharing the decoded images whose masks are read with ``ignore_index``.
