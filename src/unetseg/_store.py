@@ -11,10 +11,10 @@
 
 Decoded arrays stay in memory up to ``cache_bytes``; beyond it, samples decode on access.
 Masks fill the budget first (``read_masks`` runs first) and that order is kept on purpose:
-per byte held, a cached class mask (uint8 up to 255 classes) saves 4-24x more decoding
-than a cached image (measured at 2048x2048: colour PNG mask 120 ms per 4 MiB, index PNG
-mask 37 ms per 4 MiB; RGB JPEG image 15 ms, PNG 30 ms, lossless WebP 28 ms per 12 MiB),
-because the mapping to classes costs more than the image codecs. Image arrays given in
+per byte held, a cached class mask (uint8 up to 255 classes) saves about as much decoding
+as a cached image or, for colour masks, 6-11x more (measured at 2048x2048: colour PNG
+mask 58 ms per 4 MiB, index PNG mask 9 ms per 4 MiB; RGB JPEG image 15 ms, PNG 30 ms,
+lossless WebP 28 ms per 12 MiB). Image arrays given in
 a dtype served as they are (uint8, uint16, bool) cost nothing to read and take no budget.
 ``remasked`` gives a store sharing the decoded images whose masks are read another way
 (``fit(ignore_index=...)`` on a data set built without one).
