@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from unetseg import Augment, ConfigError, DatasetError, SegmentationDataset
-from unetseg.augment import foreground_points
+from unetseg.augment import draw_pixel, foreground_classes
 
 NO_JITTER = {"brightness": 0.0, "contrast": 0.0, "gamma": 0.0}
 
@@ -121,18 +121,30 @@ def test_foreground_oversampling_raises_foreground_fraction() -> None:
     assert fraction(1.0) > 0.2 > 0.05 > fraction(0.0)
 
 
-def test_foreground_points_keep_every_class_with_a_fair_share() -> None:
+def test_foreground_crops_are_centred_on_any_pixel_of_the_class() -> None:
+    # Candidate centres thinned by a raster stride (every 16th pixel of a 256-wide class
+    # here) left whole columns never centred on; each pixel of the class must be as likely.
+    cols = np.tile(np.arange(256, dtype=np.float32), (256, 1))
+    mask = np.ones((256, 256), np.uint8)
+    mask[0, 0] = 0
+    augment = Augment(patch_size=1, flip=False, foreground_prob=1.0, **NO_JITTER)
+    ds = SegmentationDataset([cols], [mask], mean=[0.0], std=[1.0], augment=augment)
+    centres = [int(ds[(0, seed)][0].item()) for seed in range(400)]
+    assert len(set(centres)) > 150  # of 256 columns; ~200 expected, 16 with the stride
+    assert len({c % 16 for c in centres}) == 16
+
+
+def test_foreground_classes_and_pixels_skip_background_and_ignore_index() -> None:
     mask = np.zeros((64, 64), dtype=np.uint8)
-    mask[:, 32:] = 1  # 2048 pixels
-    mask[5, 5] = 2  # one pixel
+    mask[:, 32:] = 1
+    mask[5, 5] = 2  # one pixel: found by a scan, not by the probes
     mask[6, 6] = 7  # ignored
-    points = foreground_points(mask, ignore_index=7, limit=100)
-    assert points.shape[1] == 3 and len(points) <= 51
-    assert set(points[:, 2].tolist()) == {1, 2}
-    assert points[points[:, 2] == 2, :2].tolist() == [[5, 5]]
-    rows, cols = points[:, 0], points[:, 1]
-    np.testing.assert_array_equal(mask[rows, cols], points[:, 2])
-    assert foreground_points(np.zeros((4, 4), np.uint8), None).shape == (0, 3)
+    np.testing.assert_array_equal(foreground_classes(mask, ignore_index=7), [1, 2])
+    assert foreground_classes(np.zeros((4, 4), np.uint8), None).size == 0
+    rng = np.random.default_rng(0)
+    assert {draw_pixel(mask, 2, rng) for _ in range(5)} == {(5, 5)}
+    assert all(mask[draw_pixel(mask, 1, rng)] == 1 for _ in range(20))  # type: ignore[index]
+    assert draw_pixel(mask, 3, rng) is None
 
 
 def test_oversampling_draws_rare_classes_as_often_as_common_ones() -> None:

@@ -131,22 +131,46 @@ def test_cache_budget_does_not_change_items(tmp_path: Path) -> None:
         torch.testing.assert_close(augmented[0][(i, i)], augmented[1][(i, i)])
 
 
-def test_masks_within_the_cache_budget_are_decoded_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("masks", "reads"),
+    [
+        # Held as read while they fit, mapped once the mapping is known; the rest were
+        # read a second time for nothing.
+        ("grey", [1, 1, 1, 1]),
+        # Colour masks were held as uint32, four times their classes: none fitted here.
+        ("colour", [1, 1, 1, 1]),
+        # 16-bit masks are twice their classes: one is held, a second is read again to
+        # fill the cache.
+        ("16-bit", [1, 2, 1, 1]),
+        # With the mapping given, each mask is mapped as it is read.
+        ("grey, like=", [1, 1, 1, 1]),
+    ],
+)
+def test_masks_are_read_once_at_construction_unless_read_again_to_fill_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, masks: str, reads: list[int]
 ) -> None:
-    images, masks = make_folder(tmp_path, n=4)  # 12x16 uint8 masks: 192 bytes each
-    reads: dict[str, int] = {}
+    images, folder = make_folder(tmp_path, n=4)  # 12x16 masks: 192 bytes of classes each
+    for path in folder.iterdir():
+        mask = np.asarray(Image.open(path))
+        if masks == "colour":
+            write(path, np.array([(9, 9, 9), (200, 0, 0)], np.uint8)[mask // 255])
+        elif masks == "16-bit":
+            write(path, (mask // 255).astype(np.uint16) * 1000)
+    reference = SegmentationDataset(images, folder)
+    like = reference if masks.endswith("like=") else None
+    counted: dict[str, int] = {}
     original = _store.read_mask
 
     def counting(path: Path, **kwargs: Any) -> Any:
-        reads[Path(path).name] = reads.get(Path(path).name, 0) + 1
+        counted[Path(path).name] = counted.get(Path(path).name, 0) + 1
         return original(path, **kwargs)
 
     monkeypatch.setattr(_store, "read_mask", counting)
-    SegmentationDataset(images, masks, cache_bytes=2 * 192)
-    # The first two fit the budget and stay decoded for the class mapping; the rest are
-    # read again once the mapping is known.
-    assert reads == {"00_mask.png": 1, "01_mask.png": 1, "02_mask.png": 2, "03_mask.png": 2}
+    ds = SegmentationDataset(images, folder, cache_bytes=2 * 192, like=like)
+    assert [counted[f"{i:02d}_mask.png"] for i in range(4)] == reads
+    assert "2/4 masks" in ds.describe()
+    for i in range(4):
+        torch.testing.assert_close(ds[i], reference[i])
 
 
 def test_image_arrays_given_take_no_cache_budget(
@@ -270,6 +294,19 @@ def test_pickled_data_leaves_the_decoded_cache_behind(tmp_path: Path) -> None:
     for (image, mask), (image_copy, mask_copy) in pairs:
         assert torch.equal(image, image_copy) and torch.equal(mask, mask_copy)
     assert warm._store.cached_bytes == 4 * 64 * 96 * 4  # the original keeps its cache
+
+
+def test_pickled_data_carries_nothing_per_foreground_pixel() -> None:
+    # Each "spawn" worker receives the store every epoch: candidate crop centres kept per
+    # sample (up to 48 KiB each) made 10,000 small tiles ~480 MiB to send.
+    images = [np.zeros((64, 64), np.uint8)] * 20
+    sparse, full = np.zeros((64, 64), np.uint8), np.ones((64, 64), np.uint8)
+    sparse[0, 0], full[0, 0] = 1, 0
+    sizes = [
+        len(ForkingPickler.dumps(SegmentationDataset(images, [m] * 20, augment=Augment(16))))
+        for m in (sparse, full)
+    ]
+    assert abs(sizes[1] - sizes[0]) < 256
 
 
 def test_real_membrane_data_is_binary(isbi_dir: Path) -> None:
@@ -432,8 +469,10 @@ def test_like_a_training_set_names_its_colours_when_a_test_mask_has_another() ->
     red, blue, black = (255, 0, 0), (0, 0, 255), (0, 0, 0)
     image = [np.zeros((2, 2, 3), np.uint8)]
     train = SegmentationDataset(image, [np.array([[red, black], [black, red]], np.uint8)])
-    unseen = np.array([[red, blue], [black, red]], np.uint8)
-    with pytest.raises(DatasetError, match=r"#0000ff.*\(#000000, #ff0000\); with like="):
+    unseen = np.array([[red, blue], [(0, 255, 0), blue]], np.uint8)
+    with pytest.raises(
+        DatasetError, match=r"\(s\) #0000ff, #00ff00 are.*\(#000000, #ff0000\); with like="
+    ):
         SegmentationDataset(image, [unseen], like=train)
 
 

@@ -109,5 +109,6 @@ def test_a_scalar_codec_from_config_reads_grey_rgb_masks(tmp_path: Path) -> None
         codec.decode(read_mask(path), "colour.png")
     # A codec learned from data keeps refusing what it did not see at construction.
     built = codec_for([save(tmp_path, "l.png", grey)])
-    with pytest.raises(DatasetError, match="rebuild the data set"):
-        built.decode(read_mask(save(tmp_path, "m.png", np.full((2, 2), 7, np.uint8))), "m")
+    unknown = save(tmp_path, "m.png", np.array([[7, 0], [9, 7]], np.uint8))
+    with pytest.raises(DatasetError, match=r"value\(s\) 7, 9 are not.*rebuild the data set"):
+        built.decode(read_mask(unknown), "m")

@@ -6,7 +6,7 @@ from PIL import Image
 
 from helpers import blocks, codec_for, round_trip, save
 from unetseg import ImageError, UNetConfig
-from unetseg.masks import mask_from_array, read_mask, scan_header
+from unetseg.masks import mask_from_array, pack_colors, read_mask, scan_header, summarize
 from unetseg.visualize import mask_image
 
 
@@ -88,3 +88,31 @@ def test_lossless_webp_masks_are_not_taken_for_lossy_ones(tmp_path: Path) -> Non
     for name, array in (("lossy.webp", grey), ("alpha.webp", rgba)):  # VP8, VP8X + ALPH + VP8
         assert read_mask(save(tmp_path, name, array, quality=90)).lossy
     assert codec_for([save(tmp_path, "m.webp", grey, lossless=True)]).num_classes == 3
+
+
+def test_colour_masks_are_read_as_indices_into_their_colours(tmp_path: Path) -> None:
+    # One byte a pixel instead of a packed uint32: a quarter of the memory, and the codec
+    # maps each colour once instead of each pixel.
+    colours = np.array([(0, 0, 0), (250, 0, 3), (7, 200, 9), (0, 0, 255)], np.uint8)
+    rgb = colours[blocks([2, 0, 1, 3, 1], (8, 10))]
+    for path in (
+        save(tmp_path, "c.png", rgb),
+        save(tmp_path, "a.png", np.dstack([rgb, rgb[..., :1]])),
+    ):
+        raw = read_mask(path)
+        assert (raw.kind, raw.array.dtype, raw.array.shape) == ("color", np.uint8, (8, 10))
+        assert raw.values is not None and raw.counts is not None
+        np.testing.assert_array_equal(raw.values, np.sort(pack_colors(colours)))
+        np.testing.assert_array_equal(raw.values[raw.array], pack_colors(rgb))
+        assert summarize(raw, "c").counts == {0: 16, 0x0000FF: 16, 0x07C809: 16, 0xFA0003: 32}
+    np.testing.assert_array_equal(mask_from_array(rgb).array, read_mask(path).array)
+    large = np.tile(rgb, (40, 30, 1))  # 320x300: indexed through a table of every colour
+    raw = mask_from_array(large)
+    assert raw.values is not None and raw.array.dtype == np.uint8
+    np.testing.assert_array_equal(raw.values[raw.array], pack_colors(large))
+    # Too many colours for a byte (a JPEG-compressed mask): kept packed, counted the same.
+    many = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    raw = mask_from_array(many)
+    assert raw.values is None and raw.array.dtype == np.uint32
+    np.testing.assert_array_equal(raw.array, pack_colors(many))
+    assert sum(summarize(raw, "m").counts.values()) == 400

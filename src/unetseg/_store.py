@@ -5,16 +5,16 @@
 
 1. ``scan``: headers only (size after EXIF orientation); refuse non-images, decompression
    bombs, pickled ``.npy`` files and image/mask size mismatches before decoding anything;
-2. ``read_masks``: decode every mask, learn the encoding (``mask_encoding.build_codec``), count
-   pixels per class and find foreground points for crops;
+2. ``read_masks``: decode every mask, learn the encoding (``mask_encoding.build_codec``) and
+   count pixels per class;
 3. ``read_images``: decode every image, settle ``in_channels`` and measure mean/std.
 
 Decoded arrays stay in memory up to ``cache_bytes``; beyond it, samples decode on access.
 Masks fill the budget first (``read_masks`` runs first) and that order is kept on purpose:
-per byte held, a cached class mask (uint8 up to 255 classes) saves 4-24x more decoding
-than a cached image (measured at 2048x2048: colour PNG mask 120 ms per 4 MiB, index PNG
-mask 37 ms per 4 MiB; RGB JPEG image 15 ms, PNG 30 ms, lossless WebP 28 ms per 12 MiB),
-because the mapping to classes costs more than the image codecs. Image arrays given in
+per byte held, a cached class mask (uint8 up to 255 classes) saves about as much decoding
+as a cached image or, for colour masks, 6-11x more (measured at 2048x2048: colour PNG
+mask 58 ms per 4 MiB, index PNG mask 9 ms per 4 MiB; RGB JPEG image 15 ms, PNG 30 ms,
+lossless WebP 28 ms per 12 MiB). Image arrays given in
 a dtype served as they are (uint8, uint16, bool) cost nothing to read and take no budget.
 ``remasked`` gives a store sharing the decoded images whose masks are read another way
 (``fit(ignore_index=...)`` on a data set built without one).
@@ -30,7 +30,6 @@ from typing import Any, TypeGuard
 import numpy as np
 from tqdm.auto import tqdm
 
-from .augment import foreground_points
 from .errors import DatasetError, ImageError
 from .imaging import convert_channels, load_npy, read_image, to_unit_range
 from .mask_codec import MaskCodec
@@ -96,7 +95,6 @@ class SampleStore:
         self.progress = False  # tqdm bars over the files read at construction
         self.codec: MaskCodec
         self.counts = np.zeros((0, 0), dtype=np.int64)  # (N, K) pixels per class
-        self.foreground: list[np.ndarray] = []
         self.shapes: list[tuple[int, int]] = []
         self.in_channels = 0
         self.mean: tuple[float, ...] = ()
@@ -170,6 +168,18 @@ class SampleStore:
             return cached
         return self.codec.decode(self.decode_raw_mask(index), self.name(index, "mask"))
 
+    def foreground_classes(self, index: int) -> np.ndarray:
+        """The foreground classes of a sample's mask (not 0, not ``ignore_index``), ascending.
+
+        Read from the pixel counts: crops centred on a class find its pixels in the mask
+        (``augment.draw_pixel``), so no candidate centres are stored for each sample, nor
+        pickled to each "spawn" DataLoader worker.
+        """
+        present: np.ndarray = np.flatnonzero(self.counts[index])
+        ignore = self.codec.ignore_index
+        out: np.ndarray = present[(present != 0) & (present != (-1 if ignore is None else ignore))]
+        return out
+
     def scan(self) -> None:
         """Headers only: refuse non-images, bombs and pickles, and compare sizes."""
         errors: list[str] = []
@@ -208,12 +218,20 @@ class SampleStore:
         color_map: Mapping[Any, int] | Sequence[Any] | None,
         codec: MaskCodec | None = None,
     ) -> None:
-        """Decode every mask once: learn the encoding (unless given), count classes, cache."""
+        """Decode every mask once: learn the encoding (unless given), count classes, cache.
+
+        A given codec maps each mask as it is read. A learned one is known only once every
+        mask has been read: masks are held as read (colour masks compact, a byte a pixel
+        like their classes) while they fit the cache budget and mapped then. The others
+        are read again only if their classes still fit the cache; the pixel counts come
+        from the summaries, so reading them again would be for nothing.
+        """
         self.mask_options = (class_names, color_map)
         errors: list[str] = []
         summaries: list[MaskSummary] = []
         raws: dict[int, RawMask] = {}
         raw_bytes = 0  # a running total: summing the kept masks each time was quadratic
+        failure: DatasetError | None = None  # raised once every unreadable file is listed
         for index in self.indices("reading masks", "mask"):
             name = self.name(index, "mask")
             try:
@@ -222,23 +240,34 @@ class SampleStore:
                 errors.append(str(err))
                 continue
             summaries.append(summarize(raw, name))
-            if raw_bytes + raw.array.nbytes <= self.cache_bytes:
-                raws[index] = raw
-                raw_bytes += raw.array.nbytes
+            if errors or failure is not None:
+                continue
+            try:
+                _check_shape(raw.array.shape, self.shapes[index], name)
+                if codec is not None:
+                    self.keep(self.mask_cache, index, codec.decode(raw, name))
+                elif raw_bytes + raw.array.nbytes <= self.cache_bytes:
+                    raws[index] = raw
+                    raw_bytes += raw.array.nbytes
+            except DatasetError as err:
+                failure = err
         _collect(errors, "Remove these masks or re-save them as PNG.")
         self.codec = codec or build_codec(
             summaries, ignore_index=ignore_index, class_names=class_names, color_map=color_map
         )
-        counts = []
-        for index, summary in zip(self.indices("mapping masks", "mask"), summaries, strict=True):
-            kept = raws.pop(index, None)
-            raw = kept if kept is not None else self.decode_raw_mask(index)
-            classes = self.codec.decode(raw, summary.name)
-            _check_shape(classes.shape, self.shapes[index], summary.name)
-            self.keep(self.mask_cache, index, classes)
-            self.foreground.append(foreground_points(classes, ignore_index))
-            counts.append(self.codec.class_counts(summary))
-        self.counts = np.stack(counts)
+        if failure is not None:
+            raise failure
+        pixel_bytes = self.codec.dtype.itemsize
+        for index in self.indices("mapping masks", "mask"):
+            held = raws.pop(index, None)
+            if held is None:
+                height, width = self.shapes[index]
+                fits = self.cached_bytes + height * width * pixel_bytes <= self.cache_bytes
+                if index in self.mask_cache or not fits:
+                    continue
+                held = self.decode_raw_mask(index)  # a raw form larger than its classes
+            self.keep(self.mask_cache, index, self.codec.decode(held, self.name(index, "mask")))
+        self.counts = np.stack([self.codec.class_counts(s) for s in summaries])
 
     def remasked(self, ignore_index: int, codec: MaskCodec | None = None) -> SampleStore:
         """A copy sharing the decoded images whose masks are read with ``ignore_index``.
@@ -255,7 +284,7 @@ class SampleStore:
         # through __getstate__, which leaves the caches behind).
         store = SampleStore.__new__(SampleStore)
         store.__dict__.update(self.__dict__)
-        store.mask_cache, store.foreground = {}, []
+        store.mask_cache = {}
         store.cached_bytes = self.cached_bytes - sum(a.nbytes for a in self.mask_cache.values())
         store.read_masks(ignore_index, *self.mask_options, codec)
         return store

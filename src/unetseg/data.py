@@ -29,7 +29,7 @@ import torch.utils.data
 from ._locate import CONFIG_NAME, read_config
 from ._store import SampleStore
 from ._utils import is_integer, is_number, logger
-from .augment import Augment, crop_with_padding
+from .augment import Augment, Foreground, crop_with_padding
 from .config import UNetConfig
 from .errors import DatasetError
 from .imaging import DEFAULT_MAX_PIXELS, prepare_image
@@ -290,9 +290,11 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
         # Crop the raw array first: conversion and normalisation then touch only the patch.
         store = self._store
         height, width = store.shapes[index]
-        plan = augment.plan(height, width, rng, store.foreground[index])
+        labels = store.mask(index)  # first: crops may be centred on one of its classes
+        foreground = Foreground(labels, store.foreground_classes(index))
+        plan = augment.plan(height, width, rng, foreground)
         raw, pads = crop_with_padding(store.image(index), plan, height, width)
-        mask, _ = crop_with_padding(store.mask(index), plan, height, width)
+        mask, _ = crop_with_padding(labels, plan, height, width)
         image = prepare_image(raw, store.in_channels, store.mean, store.std, name=store.name(index))
         return augment.finish(image, torch.from_numpy(mask.astype(np.int64)), pads, rng)
 
