@@ -687,3 +687,29 @@ def test_fit_ignore_index_on_renumbered_grey_masks_is_never_trained_as_a_class()
     data = SegmentationDataset([np.zeros((32, 32), np.uint8)] * 2, [binary, binary])
     with pytest.raises(DatasetError, match="leave ignore_index out"):
         fit(tiny(1, 2), data, epochs=1, ignore_index=255, **FAST)
+
+
+def test_validation_tiles_images_too_big_for_one_pass_as_segment_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Validation ran each image whole: 14.6 GB for one 8000 x 8000 image at the default
+    # width, and OOM beyond. The budget is shrunk here so a 96 x 128 image counts as huge.
+    import unetseg.infer as infer_module
+    from unetseg import segment
+    from unetseg.metrics import confusion_matrix, scores_from_confusion
+
+    model = tiny()
+    monkeypatch.setattr(
+        infer_module, "DEFAULT_MAX_MEMORY", infer_module.estimate_memory(model.config, 48, 48)
+    )
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(1, 96, 128, generator=g)
+    val = [(image, (image[0] > 0.5).long())]
+    seen: list[tuple[int, ...]] = []
+    model.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[-2:])))
+    history = fit(model, make_pairs(4), val, epochs=1, amp="off", **FAST)
+    assert (96, 128) not in seen and max(h * w for h, w in seen) <= 48 * 48
+    predicted = torch.from_numpy(segment(model, image, amp="off", progress=False).astype(np.int64))
+    expected = scores_from_confusion(confusion_matrix(predicted, val[0][1], 2)).mean_iou
+    # segment() runs channels_last: a few near-tied pixels may differ.
+    assert history.epochs[0]["val/mean_iou"] == pytest.approx(expected, abs=2e-3)

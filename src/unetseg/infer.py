@@ -49,7 +49,9 @@ __all__ = [
     "ImageInput",
     "estimate_memory",
     "mask_dtype",
+    "needs_tiles",
     "segment",
+    "tiled_indices",
 ]
 
 #: Activation memory one forward pass may use before images are tiled (bytes).
@@ -105,6 +107,59 @@ def estimate_memory(config: UNetConfig, height: int, width: int, batch: int = 1)
         + 8 * config.in_channels
     )
     return int(per_pixel * height * width * batch)
+
+
+def needs_tiles(config: UNetConfig, height: int, width: int) -> bool:
+    """Whether ``segment()`` runs an image of this size in tiles by default.
+
+    True when a whole-image pass would need more than ``DEFAULT_MAX_MEMORY`` of
+    activations (``estimate_memory``).
+    """
+    return estimate_memory(config, height, width) > DEFAULT_MAX_MEMORY
+
+
+def tiled_indices(
+    net: nn.Module,
+    config: UNetConfig,
+    image: torch.Tensor,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    name: str = "image",
+) -> torch.Tensor:
+    """Class indices of one prepared image in gaussian-blended tiles, as ``segment()`` makes them.
+
+    For ``fit()``'s validation of images too big for a whole-image pass, so a huge
+    validation image costs what ``segment()`` costs, and scores what it would predict.
+    The caller sets eval mode and disables gradients.
+
+    Args:
+        net: the model, on ``device``.
+        config: its config.
+        image: (C, H, W) float32, already normalised (a ``SegmentationDataset`` item).
+        device: where ``net`` runs.
+        autocast: autocast dtype, or ``None`` for float32.
+        name: how log messages call the image.
+
+    Returns:
+        (H, W) int64 class indices, on the CPU.
+    """
+    runner = _Runner(
+        net=net,
+        config=config,
+        device=device,
+        dtype=torch.float32,
+        tile_size=None,
+        overlap=0.25,
+        tta=False,
+        autocast=autocast,
+        channels_last=False,
+        batch_size=4,
+        max_memory=DEFAULT_MAX_MEMORY,
+        return_probs=False,
+        progress=False,
+    )
+    indices, _ = runner._predict_tiled(image, name)
+    return torch.from_numpy(indices.astype(np.int64))
 
 
 def mask_dtype(num_classes: int) -> np.dtype[Any]:
