@@ -62,8 +62,10 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             and numbered in sorted (R, G, B) order.
         mean: per-channel mean of [0, 1]-scaled images; measured from the data if ``None``.
         std: per-channel standard deviation, given with ``mean``.
-        in_channels: channels the model takes; inferred if ``None`` (grey 1, colour 3,
-            alpha dropped), and needed when images mix grey and colour.
+        in_channels: channels the model takes; inferred if ``None``: the images' own
+            channels (grey 1, colour 3, every band of a multi-band file or array), less the
+            alpha channel of RGBA / grey + alpha image files. Needed when images mix grey
+            and colour.
         augment: ``None`` (items unaugmented; ``fit()`` adds its default ``Augment``),
             ``False`` (never augmented), an ``Augment``, or a callable
             ``(image, mask, rng) -> (image, mask)``.

@@ -28,6 +28,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
 
 import numpy as np
@@ -40,7 +41,7 @@ from tqdm.auto import tqdm
 from ._utils import autocast_dtype, check_device, class_argmax, logger
 from .config import UNetConfig
 from .errors import ImageError, InputError
-from .imaging import prepare_image
+from .imaging import npy_header, prepare_image
 from .model import UNet
 
 __all__ = [
@@ -417,6 +418,21 @@ def _describe(item: object) -> str:
     return type(item).__name__
 
 
+def _looks_channels_first(item: ImageInput, in_channels: int) -> bool:
+    """Whether a numpy image (array or ``.npy`` file) that failed looks (C, H, W)."""
+    shape: tuple[int, ...] | None = None
+    if isinstance(item, np.ndarray):
+        shape = item.shape
+    elif isinstance(item, (str, os.PathLike)) and str(item).lower().endswith(".npy"):
+        try:
+            shape = npy_header(Path(item))[0]
+        except ImageError:
+            return False
+    if shape is None or len(shape) != 3:
+        return False
+    return shape[0] < shape[2] and (shape[0] <= 4 or shape[0] == in_channels)
+
+
 @dataclass
 class _Runner:
     """One ``segment()`` call's settings, and the loops that use them."""
@@ -487,11 +503,7 @@ class _Runner:
             return prepare_image(item, c.in_channels, c.image_mean, c.image_std, name=name)
         except ImageError as err:
             hint = ""
-            if (
-                isinstance(item, np.ndarray)
-                and item.ndim == 3
-                and item.shape[0] <= 4 < item.shape[2]
-            ):
+            if _looks_channels_first(item, c.in_channels):
                 hint = "; numpy images are (H, W, C): this one looks channels-first, use array.transpose(1, 2, 0)"
             raise InputError(f"{prefix}{err}{hint}") from None
         except OSError as err:  # I/O failures that imaging did not classify
