@@ -494,3 +494,22 @@ def test_a_tiff_of_bands_pillow_cannot_open_is_scanned_and_read(tmp_path: Path) 
     ds = SegmentationDataset(tmp_path / "images", tmp_path / "masks", mean=[0.0] * 6, std=[1.0] * 6)
     assert ds.in_channels == 6
     torch.testing.assert_close(ds[0][0], torch.from_numpy(image / 65535).permute(2, 0, 1).float())
+
+
+def test_big_images_beyond_the_cache_are_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nothing said so: 8000 x 8000 PNGs beyond cache_bytes were decoded whole for every
+    # 256-px patch, and training ran 10x slower without a word.
+    from unetseg import data as data_module
+
+    monkeypatch.setattr(data_module, "_BIG_IMAGE_PIXELS", 48)
+    for i in range(2):
+        write(tmp_path / "images" / f"{i}.png", np.zeros((6, 8), np.uint8))
+        write(tmp_path / "masks" / f"{i}.png", blocks([0, 1], (6, 8)).astype(np.uint8))
+    with caplog.at_level("WARNING", logger="unetseg"):
+        SegmentationDataset(tmp_path / "images", tmp_path / "masks")
+        assert not caplog.records
+        SegmentationDataset(tmp_path / "images", tmp_path / "masks", cache_bytes=100)
+    assert len(caplog.records) == 1
+    assert "2 of 2 image files" in caplog.text and "raise cache_bytes" in caplog.text
