@@ -478,6 +478,13 @@ def test_stacked_masks_and_channels_first_images_are_named_with_the_fix(tmp_path
     np.save(tmp_path / "images" / "a.npy", np.zeros((5, 6, 8), np.float32))
     with pytest.raises(DatasetError, match=r"a\.npy.*channels-first, shape \(5, 6, 8\).*transpose"):
         SegmentationDataset(tmp_path / "images", tmp_path / "masks")
+    # tifffile.imwrite of an (H, W, C) array with C not 3 or 4 writes H pages of W x C.
+    rows = [Image.fromarray(np.zeros((8, 5), np.uint8)) for _ in range(6)]
+    rows[0].save(tmp_path / "images" / "a.tif", save_all=True, append_images=rows[1:])
+    (tmp_path / "images" / "a.npy").unlink()
+    with pytest.raises(DatasetError, match=r"6 pages of 5x8.*planarconfig='contig'"):
+        SegmentationDataset(tmp_path / "images", tmp_path / "masks")
+    (tmp_path / "images" / "a.tif").unlink()
     np.save(tmp_path / "images" / "a.npy", np.zeros((6, 8, 5), np.float32))
     pages = [Image.fromarray(mask), Image.fromarray(mask)]
     pages[0].save(tmp_path / "masks" / "a.tif", save_all=True, append_images=pages[1:])

@@ -30,6 +30,7 @@ from typing import Any, TypeGuard
 import numpy as np
 from tqdm.auto import tqdm
 
+from ._tiff import TIFF_SUFFIXES, tiff_layout
 from .augment import foreground_points
 from .errors import DatasetError, ImageError
 from .imaging import (
@@ -92,6 +93,17 @@ def _natural_channels(channels: int, source: Source) -> int:
 
 def _channels_first(source: Source, mask_size: tuple[int, int]) -> str:
     """A hint for a (C, H, W) image array whose (H, W) is its mask's, else ''."""
+    if isinstance(source, Path) and source.suffix.lower() in TIFF_SUFFIXES:
+        layout = tiff_layout(source)
+        if layout is None or (layout.pages, layout.height) != mask_size:
+            return ""
+        # tifffile.imwrite(path, (H, W, C) array) without planarconfig writes H pages of W x C.
+        return (
+            f" (the TIFF holds {layout.pages} pages of {layout.width}x{layout.height}, read as "
+            "one band per page: an (H, W, C) array written one page per row, as "
+            "tifffile.imwrite does for other than 3 or 4 bands; write it with "
+            "planarconfig='contig', or save a .npy array (H, W, C))"
+        )
     shape = source.shape if isinstance(source, np.ndarray) else None
     if isinstance(source, Path) and source.suffix.lower() == ".npy":
         shape = npy_header(source)[0]
