@@ -147,7 +147,7 @@ def read_mask(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIX
     if path.suffix.lower() == ".npy":
         return mask_from_array(load_npy(path), name=str(path))
     layout = _misread_tiff(path, max_pixels)
-    if layout is not None:  # Pillow would give the first page or band alone
+    if layout is not None and layout.pages > 1:  # Pillow would give the first page alone
         raise ImageError(
             f"{path}: {layout.describe()}, but a mask holds one class value per pixel on one "
             "page; save one mask file per page (for a stack of slices, one image file and "
