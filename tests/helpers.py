@@ -119,3 +119,61 @@ def kill_9_when_flagged(script: Path, flag: Path, *args: str) -> None:
         if child.poll() is None:
             child.kill()
     assert child.returncode == -signal.SIGKILL
+
+
+def write_tiff(path: Path, array: np.ndarray, *, planar: bool = False, alpha: bool = False) -> Path:
+    """An uncompressed little-endian TIFF of an (H, W, C) array, as GDAL writes bands.
+
+    Pillow cannot write these (several 16-bit or float bands, or more than four), and the
+    tests must not need tifffile to make them. ``alpha`` marks the last band as alpha.
+    """
+    height, width, samples = array.shape
+    kind = {"u": 1, "i": 2, "f": 3}[array.dtype.kind]
+    data = (array.transpose(2, 0, 1) if planar else array).astype(array.dtype.newbyteorder("<"))
+    pixels = data.tobytes()
+    bits = array.dtype.itemsize * 8
+    tags: list[tuple[int, int, list[int]]] = [  # (tag, type: 3 SHORT / 4 LONG, values)
+        (256, 4, [width]),
+        (257, 4, [height]),
+        (258, 3, [bits] * samples),
+        (259, 3, [1]),
+        (262, 3, [2 if samples >= 3 else 1]),
+        (273, 4, [0] * (samples if planar else 1)),  # strip offsets, set below
+        (277, 3, [samples]),
+        (278, 4, [height]),
+        (279, 4, [len(pixels) // (samples if planar else 1)] * (samples if planar else 1)),
+        (284, 3, [2 if planar else 1]),
+        (339, 3, [kind] * samples),
+    ]
+    extra = samples - (3 if samples >= 3 else 1)
+    if extra:
+        tags.append((338, 3, [0] * (extra - 1) + [2 if alpha else 0]))
+        tags.sort()
+    ifd_size = 2 + 12 * len(tags) + 4
+    blobs = bytearray()
+    entries = bytearray()
+    data_start = 8 + ifd_size
+    strips = samples if planar else 1
+    values_end = data_start + sum(4 * len(v) if t == 4 else 2 * len(v) for _, t, v in tags)
+    offsets = [values_end + i * (len(pixels) // strips) for i in range(strips)]
+    for tag, kind_, values in tags:
+        if tag == 273:
+            values = offsets
+        packed = np.asarray(values, "<u4" if kind_ == 4 else "<u2").tobytes()
+        if len(packed) <= 4:
+            entries += (
+                np.array([tag, kind_], "<u2").tobytes() + np.array([len(values)], "<u4").tobytes()
+            )
+            entries += packed.ljust(4, b"\0")
+        else:
+            where = data_start + len(blobs)
+            entries += np.array([tag, kind_], "<u2").tobytes()
+            entries += np.array([len(values), where], "<u4").tobytes()
+            blobs += packed
+    header = b"II" + np.array([42], "<u2").tobytes() + np.array([8], "<u4").tobytes()
+    ifd = np.array([len(tags)], "<u2").tobytes() + bytes(entries) + b"\0\0\0\0"
+    content = header + ifd + bytes(blobs)
+    content = content.ljust(values_end, b"\0") + pixels
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path

@@ -401,3 +401,37 @@ def test_export_with_a_too_old_opset_is_one_error_line_and_no_stdout(
     assert out == ""  # torch prints its whole graph there when the export fails
     assert err.startswith("error: opset ") and "11" in err and len(err.splitlines()) == 1
     assert not path.exists()
+
+
+def test_segment_and_evaluate_multi_band_files_with_overlays_of_chosen_bands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Multi-page TIFFs were read as their first page (a 1-band image for a 4-band model),
+    # and overlays could not show the bands a user would call red, green and blue.
+    from unetseg.visualize import overlay
+
+    rng = np.random.default_rng(0)
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for i in range(2):
+        bands = rng.integers(0, 4096, (4, 16, 24), dtype=np.uint16)
+        pages = [Image.fromarray(band) for band in bands]
+        pages[0].save(images / f"{i}.tif", save_all=True, append_images=pages[1:])
+        Image.fromarray((bands[3] > 2048).astype(np.uint8)).save(masks / f"{i}.png")
+    model = UNet(in_channels=4, num_classes=2, base_channels=4, depth=1)
+    model.save_pretrained(tmp_path / "model")
+    out = tmp_path / "pred"
+    argv = ["segment", str(tmp_path / "model"), str(images), "--out", str(out), "--overlay"]
+    assert main([*argv, "--bands", "3,2,1", "--no-progress"]) == 0
+    with Image.open(out / "0.png") as saved:
+        mask = np.asarray(saved)
+    with Image.open(out / "0_overlay.png") as saved:
+        shown = np.asarray(saved)
+    expected = overlay(images / "0.tif", mask, model, bands=(3, 2, 1))
+    np.testing.assert_array_equal(shown, np.asarray(expected))
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "model"), str(images), str(masks), "--json",
+                 "--no-progress"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["pixels"] == 2 * 16 * 24
+    assert main([*argv, "--bands", "3,2"]) == 2

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import blocks, make_folder, write
+from helpers import blocks, make_folder, write, write_tiff
 from unetseg import Augment, DatasetError, SegmentationDataset, UNet, UNetConfig, _store
 
 
@@ -100,7 +100,7 @@ def test_channels_inferred_mixed_refused_or_converted(tmp_path: Path) -> None:
     grey = np.zeros((6, 6), np.uint8)
     rgba = np.zeros((6, 6, 4), np.uint8)
     mask = np.tile([0, 1], (6, 3))
-    assert SegmentationDataset([rgba], [mask]).in_channels == 3  # alpha dropped
+    assert SegmentationDataset([rgba], [mask]).in_channels == 4  # arrays: bands, not alpha
     with pytest.raises(DatasetError, match=r"disagree on channels.*in_channels=3"):
         SegmentationDataset([grey, rgba], [mask, mask])
     ds = SegmentationDataset([grey, rgba], [mask, mask], in_channels=3)
@@ -484,3 +484,78 @@ def test_unusable_image_arrays_are_named() -> None:
         SegmentationDataset([good, np.full((2, 2), np.nan, np.float32)], [mask, mask])
     with pytest.raises(DatasetError, match=r"images\[0\]: integer image has negative"):
         SegmentationDataset([np.full((2, 2), -5, np.int16)], [mask])
+
+
+def test_multi_band_files_keep_every_band_and_only_alpha_is_dropped(tmp_path: Path) -> None:
+    # A fourth band was taken for alpha wherever it came from: RGB + near-infrared .npy
+    # files and arrays trained 3-channel models without a word.
+    rng = np.random.default_rng(0)
+    bands = rng.integers(0, 4096, (3, 6, 8, 4), dtype=np.uint16)
+    mask = blocks([0, 1], (6, 8)).astype(np.uint8)
+    (tmp_path / "npy").mkdir()
+    (tmp_path / "tif").mkdir()
+    for i, image in enumerate(bands):
+        np.save(tmp_path / "npy" / f"{i}.npy", image)
+        pages = [Image.fromarray(band) for band in image.transpose(2, 0, 1)]
+        pages[0].save(tmp_path / "tif" / f"{i}.tif", save_all=True, append_images=pages[1:])
+        write(tmp_path / "png" / f"{i}.png", (image[:, :, :4] // 16).astype(np.uint8))  # RGBA
+        write(tmp_path / "masks" / f"{i}.png", mask)
+    npy = SegmentationDataset(tmp_path / "npy", tmp_path / "masks")
+    tif = SegmentationDataset(tmp_path / "tif", tmp_path / "masks")
+    assert npy.in_channels == tif.in_channels == 4
+    torch.testing.assert_close(npy[0][0], tif[0][0])
+    assert SegmentationDataset(list(bands), [mask] * 3).in_channels == 4
+    assert SegmentationDataset(tmp_path / "png", tmp_path / "masks").in_channels == 3
+
+
+def test_stacked_masks_and_channels_first_images_are_named_with_the_fix(tmp_path: Path) -> None:
+    # A (C, H, W) .npy was reported as "64x4 but the mask is 80x64"; a multi-page mask
+    # (a stack of slices) was read as its first page.
+    mask = blocks([0, 1], (6, 8)).astype(np.uint8)
+    write(tmp_path / "masks" / "a.png", mask)
+    (tmp_path / "images").mkdir()
+    np.save(tmp_path / "images" / "a.npy", np.zeros((5, 6, 8), np.float32))
+    with pytest.raises(DatasetError, match=r"a\.npy.*channels-first, shape \(5, 6, 8\).*transpose"):
+        SegmentationDataset(tmp_path / "images", tmp_path / "masks")
+    # tifffile.imwrite of an (H, W, C) array with C not 3 or 4 writes H pages of W x C.
+    rows = [Image.fromarray(np.zeros((8, 5), np.uint8)) for _ in range(6)]
+    rows[0].save(tmp_path / "images" / "a.tif", save_all=True, append_images=rows[1:])
+    (tmp_path / "images" / "a.npy").unlink()
+    with pytest.raises(DatasetError, match=r"6 pages of 5x8.*planarconfig='contig'"):
+        SegmentationDataset(tmp_path / "images", tmp_path / "masks")
+    (tmp_path / "images" / "a.tif").unlink()
+    np.save(tmp_path / "images" / "a.npy", np.zeros((6, 8, 5), np.float32))
+    pages = [Image.fromarray(mask), Image.fromarray(mask)]
+    pages[0].save(tmp_path / "masks" / "a.tif", save_all=True, append_images=pages[1:])
+    (tmp_path / "masks" / "a.png").unlink()
+    with pytest.raises(DatasetError, match=r"a\.tif: a TIFF of 2 pages.*one mask file per page"):
+        SegmentationDataset(tmp_path / "images", tmp_path / "masks")
+
+
+def test_a_tiff_of_bands_pillow_cannot_open_is_scanned_and_read(tmp_path: Path) -> None:
+    pytest.importorskip("tifffile")
+    image = np.random.default_rng(3).integers(0, 4096, (6, 8, 6), dtype=np.uint16)
+    write_tiff(tmp_path / "images" / "a.tif", image)
+    write(tmp_path / "masks" / "a.png", blocks([0, 1], (6, 8)).astype(np.uint8))
+    ds = SegmentationDataset(tmp_path / "images", tmp_path / "masks", mean=[0.0] * 6, std=[1.0] * 6)
+    assert ds.in_channels == 6
+    torch.testing.assert_close(ds[0][0], torch.from_numpy(image / 65535).permute(2, 0, 1).float())
+
+
+def test_big_images_beyond_the_cache_are_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Nothing said so: 8000 x 8000 PNGs beyond cache_bytes were decoded whole for every
+    # 256-px patch, and training ran 10x slower without a word.
+    from unetseg import data as data_module
+
+    monkeypatch.setattr(data_module, "_BIG_IMAGE_PIXELS", 48)
+    for i in range(2):
+        write(tmp_path / "images" / f"{i}.png", np.zeros((6, 8), np.uint8))
+        write(tmp_path / "masks" / f"{i}.png", blocks([0, 1], (6, 8)).astype(np.uint8))
+    with caplog.at_level("WARNING", logger="unetseg"):
+        SegmentationDataset(tmp_path / "images", tmp_path / "masks")
+        assert not caplog.records
+        SegmentationDataset(tmp_path / "images", tmp_path / "masks", cache_bytes=100)
+    assert len(caplog.records) == 1
+    assert "2 of 2 image files" in caplog.text and "raise cache_bytes" in caplog.text

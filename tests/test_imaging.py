@@ -1,13 +1,17 @@
+import importlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from helpers import write_tiff
 from unetseg import ImageError
 from unetseg.imaging import (
     convert_channels,
+    has_alpha,
     open_image,
     prepare_image,
     read_image,
@@ -156,3 +160,74 @@ def test_prepare_image_takes_bfloat16_tensors_and_read_only_arrays() -> None:
     tensor = prepare_image(pil, 1)
     assert tensor.numpy().flags.writeable
     np.testing.assert_array_equal(tensor[0].numpy(), grey)
+
+
+def _no_tifffile(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.import_module
+
+    def refuse(name: str, *args: Any) -> Any:
+        if name == "tifffile":
+            raise ImportError("No module named 'tifffile'")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", refuse)
+
+
+def test_multi_page_tiff_of_single_bands_reads_one_channel_per_page(tmp_path: Path) -> None:
+    # Pillow gives the first page alone: a 4-band stack trained as a 1-channel image.
+    bands = np.random.default_rng(0).integers(0, 4096, (4, 6, 5), dtype=np.uint16)
+    path = tmp_path / "stack.tif"
+    pages = [Image.fromarray(band) for band in bands]
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    np.testing.assert_array_equal(read_image(path), bands.transpose(1, 2, 0))
+    thumb = tmp_path / "with_thumbnail.tif"  # a smaller page is an overview, not a band
+    pages[0].save(thumb, save_all=True, append_images=[pages[1].resize((2, 3))])
+    np.testing.assert_array_equal(read_image(thumb), bands[0])
+
+
+@pytest.mark.parametrize("planar", [False, True])
+def test_tiffs_pillow_misreads_are_refused_with_the_fix_not_truncated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planar: bool
+) -> None:
+    # 16-bit RGB came back as its high bytes (12-bit data as 0..15), RGB + near-infrared
+    # lost its fourth band, planar 16-bit bands raised a raw ValueError, 6 bands could not
+    # be opened ("convert it to PNG", which cannot hold them).
+    _no_tifffile(monkeypatch)
+    rng = np.random.default_rng(1)
+    for array in (
+        rng.integers(0, 4096, (6, 5, 3), dtype=np.uint16),
+        rng.integers(0, 256, (6, 5, 4), dtype=np.uint8),
+        rng.integers(0, 4096, (6, 5, 4), dtype=np.uint16),
+        rng.random((6, 5, 6), dtype=np.float32),
+    ):
+        path = write_tiff(tmp_path / "bands.tif", array, planar=planar)
+        with pytest.raises(ImageError, match=r"bands\.tif: a TIFF of .*pip install tifffile.*npy"):
+            read_image(path)
+    rgba = write_tiff(tmp_path / "rgba.tif", rng.integers(0, 256, (6, 5, 4), dtype=np.uint8),
+                      alpha=True)  # fmt: skip
+    assert read_image(rgba).shape == (6, 5, 4) and has_alpha(rgba)  # Pillow reads RGBA
+
+
+@pytest.mark.parametrize("planar", [False, True])
+def test_tifffile_reads_multi_band_tiffs_exactly(tmp_path: Path, planar: bool) -> None:
+    pytest.importorskip("tifffile")
+    rng = np.random.default_rng(2)
+    for array in (
+        rng.integers(0, 4096, (6, 5, 3), dtype=np.uint16),
+        rng.integers(0, 256, (6, 5, 4), dtype=np.uint8),
+        rng.random((6, 5, 12), dtype=np.float32),
+    ):
+        path = write_tiff(tmp_path / "bands.tif", array, planar=planar)
+        np.testing.assert_array_equal(read_image(path), array)
+        assert not has_alpha(path)
+
+
+def test_only_files_that_say_so_have_alpha(tmp_path: Path) -> None:
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    Image.fromarray(rgba[:, :, :2]).save(tmp_path / "la.png")  # mode LA
+    Image.fromarray(rgba[:, :, :3]).save(tmp_path / "rgb.png")
+    np.save(tmp_path / "bands.npy", rgba)
+    found = {name: has_alpha(tmp_path / name) for name in ("rgba.png", "la.png", "rgb.png")}
+    assert found == {"rgba.png": True, "la.png": True, "rgb.png": False}
+    assert not has_alpha(tmp_path / "bands.npy")

@@ -410,3 +410,20 @@ def test_flip_tta_averages_over_the_flips_the_model_was_trained_with(
     np.testing.assert_allclose(tta_probs, expected, atol=1e-5)
     np.testing.assert_array_equal(indices, expected.argmax(0))
     assert not np.allclose(tta_probs, segment(model, image, return_probs=True)[1], atol=1e-3)
+
+
+def test_channels_first_multi_band_arrays_and_npy_files_get_the_transpose_hint(
+    tmp_path: Path,
+) -> None:
+    # The hint stopped at 4 channels: a (6, H, W) array from rasterio got "has 30 channels"
+    # and nothing more.
+    model = tiny(in_channels=6)
+    bands = np.zeros((6, 20, 30), np.float32)
+    np.save(tmp_path / "bands.npy", bands)
+    for image in (bands, tmp_path / "bands.npy"):
+        with pytest.raises(InputError, match=r"30 channels.*channels-first.*transpose\(1, 2, 0\)"):
+            segment(model, image)
+    np.testing.assert_array_equal(
+        segment(model, bands.transpose(1, 2, 0)),
+        segment(model, np.load(tmp_path / "bands.npy").transpose(1, 2, 0)),
+    )

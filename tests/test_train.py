@@ -687,3 +687,50 @@ def test_fit_ignore_index_on_renumbered_grey_masks_is_never_trained_as_a_class()
     data = SegmentationDataset([np.zeros((32, 32), np.uint8)] * 2, [binary, binary])
     with pytest.raises(DatasetError, match="leave ignore_index out"):
         fit(tiny(1, 2), data, epochs=1, ignore_index=255, **FAST)
+
+
+def test_validation_tiles_images_too_big_for_one_pass_as_segment_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Validation ran each image whole: 14.6 GB for one 8000 x 8000 image at the default
+    # width, and OOM beyond. The budget is shrunk here so a 96 x 128 image counts as huge.
+    import unetseg.infer as infer_module
+    from unetseg import segment
+    from unetseg.metrics import confusion_matrix, scores_from_confusion
+
+    model = tiny()
+    monkeypatch.setattr(
+        infer_module, "DEFAULT_MAX_MEMORY", infer_module.estimate_memory(model.config, 48, 48)
+    )
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(1, 96, 128, generator=g)
+    val = [(image, (image[0] > 0.5).long())]
+    seen: list[tuple[int, ...]] = []
+    model.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[-2:])))
+    history = fit(model, make_pairs(4), val, epochs=1, amp="off", **FAST)
+    assert (96, 128) not in seen and max(h * w for h, w in seen) <= 48 * 48
+    predicted = torch.from_numpy(segment(model, image, amp="off", progress=False).astype(np.int64))
+    expected = scores_from_confusion(confusion_matrix(predicted, val[0][1], 2)).mean_iou
+    # segment() runs channels_last: a few near-tied pixels may differ.
+    assert history.epochs[0]["val/mean_iou"] == pytest.approx(expected, abs=2e-3)
+
+
+def test_one_sample_with_a_validation_fraction_says_how_to_train_without_one(
+    tmp_path: Path,
+) -> None:
+    # "cannot split 1 sample(s); add more images": also what `unetseg train` printed for a
+    # single pair, whose default --val-fraction is 0.2, with no word of the flag.
+    from unetseg.cli import main
+
+    image = np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)
+    write(tmp_path / "images" / "a.png", image)
+    write(tmp_path / "masks" / "a.png", (image > 128).astype(np.uint8) * 255)
+    data = SegmentationDataset(tmp_path / "images", tmp_path / "masks")
+    for val_data in (0.5, 0.2):
+        with pytest.raises(TrainingError, match=r"1 item.*val_data=None.*--val-fraction 0"):
+            fit(tiny(), data, val_data, epochs=1, **FAST)
+    with pytest.raises(TrainingError, match="--val-fraction 0"):
+        fit(tiny(), [(torch.rand(1, 8, 8), torch.zeros(8, 8, dtype=torch.long))], 0.5, epochs=1)
+    argv = ["train", str(tmp_path / "images"), str(tmp_path / "masks"), "--out"]
+    assert main([*argv, str(tmp_path / "m"), "--epochs", "1", "--depth", "1",
+                 "--val-fraction", "0", "--no-progress"]) == 0  # fmt: skip

@@ -295,3 +295,32 @@ def test_the_mask_passed_before_the_path_is_named(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"save_overlay\(path, image, indices, config\)"):
         save_overlay(np.zeros((2, 3), np.uint8), tmp_path / "o.png", INDICES, config)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_overlay_of_a_multi_band_image_shows_three_bands_of_the_users_choice() -> None:
+    # Five or more bands were shown as the first band in grey, with no way to pick others.
+    config = UNetConfig(num_classes=3, class_colors=COLORS)
+    background = np.zeros((2, 3), np.uint8)
+    bands = np.random.default_rng(0).integers(0, 256, (2, 3, 6), dtype=np.uint8)
+    shown = np.asarray(overlay(bands, background, config))
+    np.testing.assert_array_equal(shown, bands[:, :, :3])
+    picked = np.asarray(overlay(bands, background, config, bands=(5, 4, 3)))
+    np.testing.assert_array_equal(picked, bands[:, :, [5, 4, 3]])
+    grey = np.asarray(overlay(bands, background, config, bands=[4]))
+    np.testing.assert_array_equal(grey, np.repeat(bands[:, :, 4:5], 3, axis=2))
+    for bad in ((6, 0, 1), (0, 1), 2, (0.5, 1, 2)):
+        with pytest.raises(InputError, match=r"bands must be 1 \(grey\) or 3.*0\.\.5"):
+            overlay(bands, background, config, bands=bad)  # type: ignore[arg-type]
+
+
+def test_overlay_stretches_16_bit_images_too_dark_to_see() -> None:
+    # 12-bit data in a 16-bit file (satellite, microscope) reaches 4095 / 65535: the
+    # picture under the colours was black.
+    config = UNetConfig(num_classes=3, class_colors=COLORS)
+    background = np.zeros((2, 3), np.uint8)
+    twelve_bit = np.array([[0, 2000, 4095], [4095, 2000, 0]], np.uint16)
+    shown = np.asarray(overlay(twelve_bit, background, config))[..., 0]
+    assert shown.min() == 0 and shown.max() == 255 and 100 < shown[0, 1] < 150
+    bright = np.array([[0, 30000, 60000], [60000, 30000, 0]], np.uint16)  # left as it is
+    shown = np.asarray(overlay(bright, background, config))[..., 0]
+    np.testing.assert_array_equal(shown, np.round(bright / 65535 * 255))

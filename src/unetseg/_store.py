@@ -30,8 +30,16 @@ from typing import Any, TypeGuard
 import numpy as np
 from tqdm.auto import tqdm
 
+from ._tiff import TIFF_SUFFIXES, tiff_layout
 from .errors import DatasetError, ImageError
-from .imaging import convert_channels, load_npy, read_image, to_unit_range
+from .imaging import (
+    convert_channels,
+    has_alpha,
+    load_npy,
+    npy_header,
+    read_image,
+    to_unit_range,
+)
 from .mask_codec import MaskCodec
 from .mask_encoding import build_codec
 from .masks import (
@@ -71,9 +79,39 @@ def _served_as_given(source: Source) -> TypeGuard[np.ndarray]:
     return isinstance(source, np.ndarray) and source.dtype in (np.uint8, np.uint16, np.bool_)
 
 
-def _natural_channels(channels: int) -> int:
-    """Channels a model should take for an image with ``channels``: alpha is dropped."""
-    return {2: 1, 4: 3}.get(channels, channels)
+def _natural_channels(channels: int, source: Source) -> int:
+    """Channels a model should take for an image with ``channels``: alpha is dropped.
+
+    Only a file can say a channel is alpha (RGBA/LA PNGs, say): arrays and ``.npy`` files
+    keep every channel, so a fourth band (near-infrared) is not lost as if it were alpha.
+    """
+    if channels in (2, 4) and isinstance(source, Path) and has_alpha(source):
+        return channels - 1
+    return channels
+
+
+def _channels_first(source: Source, mask_size: tuple[int, int]) -> str:
+    """A hint for a (C, H, W) image array whose (H, W) is its mask's, else ''."""
+    if isinstance(source, Path) and source.suffix.lower() in TIFF_SUFFIXES:
+        layout = tiff_layout(source)
+        if layout is None or (layout.pages, layout.height) != mask_size:
+            return ""
+        # tifffile.imwrite(path, (H, W, C) array) without planarconfig writes H pages of W x C.
+        return (
+            f" (the TIFF holds {layout.pages} pages of {layout.width}x{layout.height}, read as "
+            "one band per page: an (H, W, C) array written one page per row, as "
+            "tifffile.imwrite does for other than 3 or 4 bands; write it with "
+            "planarconfig='contig', or save a .npy array (H, W, C))"
+        )
+    shape = source.shape if isinstance(source, np.ndarray) else None
+    if isinstance(source, Path) and source.suffix.lower() == ".npy":
+        shape = npy_header(source)[0]
+    if shape is None or len(shape) != 3 or tuple(shape[1:]) != mask_size:
+        return ""
+    return (
+        f" (the image array is channels-first, shape {tuple(shape)}; images are (H, W, C): "
+        "save array.transpose(1, 2, 0) instead)"
+    )
 
 
 def _collect(errors: list[str], fix: str) -> None:
@@ -200,6 +238,7 @@ class SampleStore:
                 mismatched.append(
                     f"{self.name(index)} is {sizes[0][1]}x{sizes[0][0]} but "
                     f"{self.name(index, 'mask')} is {sizes[1][1]}x{sizes[1][0]}"
+                    + _channels_first(image, sizes[1])
                 )
             shapes.append(sizes[0] if sizes else (0, 0))
         _collect(errors, "Remove these files or re-save them as PNG.")
@@ -311,7 +350,7 @@ class SampleStore:
                 errors.append(str(err))
                 continue
             _check_shape(array.shape[:2], self.shapes[index], self.name(index))
-            found = _natural_channels(array.shape[2] if array.ndim == 3 else 1)
+            found = _natural_channels(array.shape[2] if array.ndim == 3 else 1, self.images[index])
             channels.setdefault(found, []).append(self.name(index))
             if not _served_as_given(self.images[index]):  # no decoding to save
                 self.keep(self.image_cache, index, array)

@@ -20,6 +20,7 @@ from ._train_setup import as_pair
 from ._utils import class_argmax, logger
 from .errors import TrainingError
 from .history import History
+from .infer import needs_tiles, tiled_indices
 from .metrics import confusion_matrix, scores_from_confusion
 from .model import UNet
 
@@ -68,7 +69,12 @@ def validate(
     info: distributed.DistInfo,
     class_names: Sequence[str] | None,
 ) -> dict[str, float]:
-    """Score whole validation images; each rank takes every world_size-th image (no padding)."""
+    """Score whole validation images; each rank takes every world_size-th image (no padding).
+
+    An image too big for one pass within ``segment()``'s memory budget is run in tiles,
+    exactly as ``segment()`` runs it: a whole-image forward of an 8000 x 8000 image took
+    14.6 GB at base_channels=16 (OOM on bigger images or wider models).
+    """
     # Each module's own mode comes back: train_mode() leaves frozen BatchNorm layers in eval.
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
@@ -78,11 +84,15 @@ def validate(
             image, mask = as_pair(val_data[index], f"val_data[{index}]")
             # The confusion matrix skips such labels: the scores would leave them out silently.
             _refuse_labels(mask, num_classes, ignore_index, f"in val_data[{index}]")
-            with torch.autocast(
-                device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)
-            ):
-                logits = model(image.unsqueeze(0).to(device))
-            prediction = class_argmax(logits, dim=1)[0].cpu()
+            if needs_tiles(model.config, *image.shape[-2:]):
+                name = f"val_data[{index}]"
+                prediction = tiled_indices(model, model.config, image, device, amp_dtype, name)
+            else:
+                with torch.autocast(
+                    device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)
+                ):
+                    logits = model(image.unsqueeze(0).to(device))
+                prediction = class_argmax(logits, dim=1)[0].cpu()
             confusion += confusion_matrix(prediction, mask, num_classes, ignore_index=ignore_index)
     for module, mode in modes:
         module.training = mode

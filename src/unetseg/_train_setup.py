@@ -344,6 +344,12 @@ def resolve_data(
                 "for no validation"
             )
         val_data = float(val_data)
+        if len(train_data) < 2:
+            raise TrainingError(
+                f"train_data has {len(train_data)} item(s), too few to split off val_data="
+                f"{val_data} for validation; pass val_data=None to train without validation "
+                "(unetseg train: --val-fraction 0), or add images"
+            )
         if hasattr(train_data, "split"):
             train_data, val_data = train_data.split(val_fraction=val_data, seed=seed)
         else:

@@ -62,8 +62,10 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             and numbered in sorted (R, G, B) order.
         mean: per-channel mean of [0, 1]-scaled images; measured from the data if ``None``.
         std: per-channel standard deviation, given with ``mean``.
-        in_channels: channels the model takes; inferred if ``None`` (grey 1, colour 3,
-            alpha dropped), and needed when images mix grey and colour.
+        in_channels: channels the model takes; inferred if ``None``: the images' own
+            channels (grey 1, colour 3, every band of a multi-band file or array), less the
+            alpha channel of RGBA / grey + alpha image files. Needed when images mix grey
+            and colour.
         augment: ``None`` (items unaugmented; ``fit()`` adds its default ``Augment``),
             ``False`` (never augmented), an ``Augment``, or a callable
             ``(image, mask, rng) -> (image, mask)``.
@@ -140,6 +142,7 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
         store.read_masks(ignore_index, class_names, color_map, codec)
         store.read_images(in_channels, mean, std)
         logger.info("%s", self.describe())
+        _warn_uncached(store)
 
     # ------------------------------------------------------------------ views
 
@@ -402,6 +405,29 @@ class SegmentationDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Ten
             f"SegmentationDataset({len(self)} samples, in_channels={self.in_channels}, "
             f"num_classes={self.num_classes}, mask_encoding={self._store.codec.encoding!r})"
         )
+
+
+#: Image files at least this big that miss the cache get a warning: every patch drawn from
+#: one decodes it whole (an 8000 x 8000 PNG: about 3 s a patch, against milliseconds).
+_BIG_IMAGE_PIXELS = 4_000_000
+
+
+def _warn_uncached(store: SampleStore) -> None:
+    missed = [
+        i
+        for i, source in enumerate(store.images)
+        if isinstance(source, Path)
+        and i not in store.image_cache
+        and store.shapes[i][0] * store.shapes[i][1] >= _BIG_IMAGE_PIXELS
+    ]
+    if missed:
+        logger.warning(
+            "%d of %d image files of %.0f+ megapixels do not fit cache_bytes=%d MiB: fit() "
+            "decodes them whole for every patch it draws (seconds each for large PNG/TIFF); "
+            "to train on them, raise cache_bytes to keep them in memory (first: %s)",
+            len(missed), len(store.images), _BIG_IMAGE_PIXELS / 1e6,
+            store.cache_bytes // 2**20, store.name(missed[0]),
+        )  # fmt: skip
 
 
 def _is_seed(value: object) -> bool:

@@ -26,12 +26,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ._tiff import TIFF_SUFFIXES, TiffLayout, read_bands, tiff_layout
 from .errors import ImageError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "convert_channels",
+    "has_alpha",
     "load_npy",
     "normalize",
     "npy_header",
@@ -144,7 +146,10 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
     """Decode an image file (or a ``.npy`` array, never unpickled) to a numpy array.
 
     EXIF orientation is applied. Palette, CMYK, YCbCr and 1-bit images become RGB or L;
-    16-bit and float images keep their values.
+    16-bit and float images keep their values. TIFFs that Pillow would misread are read
+    band by band (``_tiff``): a multi-page TIFF of single-band pages of one size gives one
+    channel per page; a TIFF of several 16-bit or float bands, or of bands beyond RGB(A),
+    needs tifffile (``pip install tifffile``).
 
     Returns:
         (H, W) for single-channel images, (H, W, C) otherwise; dtype uint8, uint16,
@@ -157,6 +162,9 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
         if not Path(path).is_file():
             raise ImageError(f"{path}: no such file")
         return load_npy(path)
+    layout = _misread_tiff(Path(path), max_pixels)
+    if layout is not None:
+        return read_bands(Path(path), layout)
     image = open_image(path, max_pixels=max_pixels)
     try:
         with image:
@@ -164,9 +172,51 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
             image = ImageOps.exif_transpose(image)
             image = _to_array_mode(image)
             array = np.asarray(image)
-    except OSError as err:  # truncated or corrupt data
+    except (OSError, ValueError) as err:  # truncated or corrupt data (ValueError: TIFF modes)
         raise ImageError(f"{path}: cannot be decoded ({err}); the file may be truncated") from None
     return array
+
+
+def _misread_tiff(path: Path, max_pixels: int) -> TiffLayout | None:
+    """The layout of a TIFF that Pillow would misread (``_tiff``), else ``None``.
+
+    Raises:
+        ImageError: such a TIFF with more than ``max_pixels`` pixels.
+    """
+    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
+        return None
+    layout = tiff_layout(path)
+    if layout is None or layout.pillow_reads():
+        return None
+    if layout.width * layout.height > max_pixels:
+        raise ImageError(
+            f"{path}: {layout.width}x{layout.height} = {layout.width * layout.height:,} pixels "
+            f"exceeds max_pixels={max_pixels:,} (a guard against decompression bombs); raise "
+            "max_pixels if the image is genuine"
+        )
+    return layout
+
+
+def has_alpha(path: str | os.PathLike[str]) -> bool:
+    """Whether an image file marks a channel as alpha (header only).
+
+    RGBA/LA images, palette images with transparency, and TIFFs whose last extra sample
+    is alpha do; ``.npy`` arrays and TIFF bands not marked as alpha do not.
+
+    Raises:
+        ImageError: the file cannot be opened.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        return False
+    if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
+        layout = tiff_layout(path)
+        if layout is not None and not layout.pillow_reads():
+            return layout.pages == 1 and layout.alpha
+    with open_image(path) as image:
+        return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+            image.mode == "P" and "transparency" in image.info
+        )
 
 
 def _to_array_mode(image: Image.Image) -> Image.Image:

@@ -28,6 +28,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
 
 import numpy as np
@@ -40,7 +41,7 @@ from tqdm.auto import tqdm
 from ._utils import autocast_dtype, check_device, class_argmax, logger
 from .config import UNetConfig
 from .errors import ImageError, InputError
-from .imaging import prepare_image
+from .imaging import npy_header, prepare_image
 from .model import UNet
 
 __all__ = [
@@ -49,7 +50,9 @@ __all__ = [
     "ImageInput",
     "estimate_memory",
     "mask_dtype",
+    "needs_tiles",
     "segment",
+    "tiled_indices",
 ]
 
 #: Activation memory one forward pass may use before images are tiled (bytes).
@@ -105,6 +108,59 @@ def estimate_memory(config: UNetConfig, height: int, width: int, batch: int = 1)
         + 8 * config.in_channels
     )
     return int(per_pixel * height * width * batch)
+
+
+def needs_tiles(config: UNetConfig, height: int, width: int) -> bool:
+    """Whether ``segment()`` runs an image of this size in tiles by default.
+
+    True when a whole-image pass would need more than ``DEFAULT_MAX_MEMORY`` of
+    activations (``estimate_memory``).
+    """
+    return estimate_memory(config, height, width) > DEFAULT_MAX_MEMORY
+
+
+def tiled_indices(
+    net: nn.Module,
+    config: UNetConfig,
+    image: torch.Tensor,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    name: str = "image",
+) -> torch.Tensor:
+    """Class indices of one prepared image in gaussian-blended tiles, as ``segment()`` makes them.
+
+    For ``fit()``'s validation of images too big for a whole-image pass, so a huge
+    validation image costs what ``segment()`` costs, and scores what it would predict.
+    The caller sets eval mode and disables gradients.
+
+    Args:
+        net: the model, on ``device``.
+        config: its config.
+        image: (C, H, W) float32, already normalised (a ``SegmentationDataset`` item).
+        device: where ``net`` runs.
+        autocast: autocast dtype, or ``None`` for float32.
+        name: how log messages call the image.
+
+    Returns:
+        (H, W) int64 class indices, on the CPU.
+    """
+    runner = _Runner(
+        net=net,
+        config=config,
+        device=device,
+        dtype=torch.float32,
+        tile_size=None,
+        overlap=0.25,
+        tta=False,
+        autocast=autocast,
+        channels_last=False,
+        batch_size=4,
+        max_memory=DEFAULT_MAX_MEMORY,
+        return_probs=False,
+        progress=False,
+    )
+    indices, _ = runner._predict_tiled(image, name)
+    return torch.from_numpy(indices.astype(np.int64))
 
 
 def mask_dtype(num_classes: int) -> np.dtype[Any]:
@@ -362,6 +418,21 @@ def _describe(item: object) -> str:
     return type(item).__name__
 
 
+def _looks_channels_first(item: ImageInput, in_channels: int) -> bool:
+    """Whether a numpy image (array or ``.npy`` file) that failed looks (C, H, W)."""
+    shape: tuple[int, ...] | None = None
+    if isinstance(item, np.ndarray):
+        shape = item.shape
+    elif isinstance(item, (str, os.PathLike)) and str(item).lower().endswith(".npy"):
+        try:
+            shape = npy_header(Path(item))[0]
+        except ImageError:
+            return False
+    if shape is None or len(shape) != 3:
+        return False
+    return shape[0] < shape[2] and (shape[0] <= 4 or shape[0] == in_channels)
+
+
 @dataclass
 class _Runner:
     """One ``segment()`` call's settings, and the loops that use them."""
@@ -432,11 +503,7 @@ class _Runner:
             return prepare_image(item, c.in_channels, c.image_mean, c.image_std, name=name)
         except ImageError as err:
             hint = ""
-            if (
-                isinstance(item, np.ndarray)
-                and item.ndim == 3
-                and item.shape[0] <= 4 < item.shape[2]
-            ):
+            if _looks_channels_first(item, c.in_channels):
                 hint = "; numpy images are (H, W, C): this one looks channels-first, use array.transpose(1, 2, 0)"
             raise InputError(f"{prefix}{err}{hint}") from None
         except OSError as err:  # I/O failures that imaging did not classify

@@ -26,7 +26,14 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import ImageError
-from .imaging import DEFAULT_MAX_PIXELS, load_npy, npy_header, open_image, oriented_size
+from .imaging import (
+    DEFAULT_MAX_PIXELS,
+    _misread_tiff,
+    load_npy,
+    npy_header,
+    open_image,
+    oriented_size,
+)
 
 __all__ = [
     "Color",
@@ -114,6 +121,9 @@ def scan_header(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_P
             )
         channels = shape[2] if len(shape) == 3 else 1
         return Header((shape[1], shape[0]), f"npy:{dtype}", "NPY", channels)
+    layout = _misread_tiff(path, max_pixels)
+    if layout is not None:  # Pillow cannot open some of these: read_image decodes them
+        return Header((layout.width, layout.height), "bands", "TIFF", layout.channels)
     with open_image(path, max_pixels=max_pixels) as image:
         channels = len(image.getbands()) if image.mode not in ("P", "PA") else 1
         try:
@@ -143,6 +153,13 @@ def read_mask(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIX
     path = Path(path)
     if path.suffix.lower() == ".npy":
         return mask_from_array(load_npy(path), name=str(path))
+    layout = _misread_tiff(path, max_pixels)
+    if layout is not None and layout.pages > 1:  # Pillow would give the first page alone
+        raise ImageError(
+            f"{path}: {layout.describe()}, but a mask holds one class value per pixel on one "
+            "page; save one mask file per page (for a stack of slices, one image file and "
+            "one mask file per slice)"
+        )
     image = open_image(path, max_pixels=max_pixels)
     try:
         with image:

@@ -359,8 +359,14 @@ def _check_path(signature: str, path: object) -> None:
         )
 
 
-def _display_rgb(image: ImageInput) -> np.ndarray:
-    """Any image input -> (H, W, 3) float32 in [0, 1] for display."""
+# A 16-bit or float image whose 99.5th percentile is below this share of white is too dark
+# to see (12-bit data in 16-bit files reaches 1/16): it is stretched for display.
+_DARK = 0.25
+_STRETCH_PIXELS = 1 << 20  # percentiles are taken on about this many pixels
+
+
+def _display_rgb(image: ImageInput, bands: Sequence[int] | None = None) -> np.ndarray:
+    """Any image input -> (H, W, 3) float32 in [0, 1] for display (see ``overlay``)."""
     try:
         if isinstance(image, (str, os.PathLike)):
             array: Any = read_image(image)
@@ -375,17 +381,41 @@ def _display_rgb(image: ImageInput) -> np.ndarray:
             array = tensor.permute(1, 2, 0).numpy()
         else:
             array = np.asarray(image)
-        unit = to_unit_range(array)
-        channels = unit.shape[2] if unit.ndim == 3 else 1
-        if channels not in (1, 2, 3, 4):  # multispectral: show the first channel
-            unit = unit[:, :, :1]
-        unit = convert_channels(unit, 3, name="image")
+        if array.ndim == 2:
+            array = array[:, :, None]
+        if array.ndim == 3:
+            array = array[:, :, _shown_bands(array.shape[2], bands)]
+        deep = array.dtype not in (np.uint8, np.bool_)
+        unit = convert_channels(to_unit_range(array), 3, name="image")
     except ImageError as err:
         raise InputError(f"cannot show the image: {err}") from None
     low, high = float(unit.min()), float(unit.max())
     if low < 0 or high > 1:  # float images in their own scale: stretch for display
         unit = (unit - low) / max(high - low, 1e-12)
+    if deep:
+        stride = max(1, int((unit.shape[0] * unit.shape[1] / _STRETCH_PIXELS) ** 0.5))
+        dark, bright = np.percentile(unit[::stride, ::stride], [0.5, 99.5])
+        if bright < _DARK and bright > dark:
+            unit = np.clip((unit - dark) / (bright - dark), 0.0, 1.0)
     return unit
+
+
+def _shown_bands(channels: int, bands: Sequence[int] | None) -> list[int]:
+    """Channel indices to show: ``bands`` checked, else the first three (or fewer)."""
+    if bands is None:
+        return list(range(min(channels, 3 if channels != 2 else 1)))
+    chosen = list(bands) if isinstance(bands, (list, tuple)) else None
+    if (
+        chosen is None
+        or len(chosen) not in (1, 3)
+        or not all(is_integer(b) and 0 <= b < channels for b in chosen)
+    ):
+        raise InputError(
+            f"bands must be 1 (grey) or 3 (red, green, blue) channel indices in "
+            f"0..{channels - 1} of this {channels}-channel image, got {bands!r}; e.g. "
+            "bands=(3, 2, 1) shows Sentinel-2's red, green and blue"
+        )
+    return [int(b) for b in chosen]
 
 
 def overlay(
@@ -396,12 +426,19 @@ def overlay(
     *,
     background: int | None = 0,
     ignore_index: int | None = None,
+    bands: Sequence[int] | None = None,
 ) -> Image.Image:
     """Blend the class colours over the image.
 
     Void pixels (``ignore_index``) of a ground-truth mask are left untinted, as
     mmsegmentation and detectron2 draw them: they are unlabelled, and a wash of void colour
     would hide the image where the labels are missing.
+
+    The picture under the colours: grey as grey, RGB as RGB, alpha ignored, and of a
+    multi-band image its first three bands as red, green and blue unless ``bands`` picks
+    others. A 16-bit or float image too dark to see (12-bit data in a 16-bit file, say:
+    its 99.5th percentile below a quarter of white) is stretched, its 0.5th to 99.5th
+    percentiles to black and white.
 
     Args:
         image: the segmented image (path, PIL image, array or tensor, as for ``segment()``).
@@ -411,20 +448,23 @@ def overlay(
         alpha: opacity of the colours, in [0, 1].
         background: class left untinted (``None``: tint every class).
         ignore_index: the value of void pixels; default the config's ``ignore_index``.
+        bands: the image's channels to show, 0-based: one (as grey) or three (as red,
+            green, blue), e.g. ``(3, 2, 1)`` for Sentinel-2's true colour; ``None``: the
+            first three.
 
     Returns:
         RGB PIL image of the image's size.
 
     Raises:
         InputError: unreadable image, bad indices (values neither a class nor void), sizes
-            that differ, or alpha out of range.
+            that differ, alpha out of range, or ``bands`` that the image lacks.
     """
     if not is_number(alpha) or not 0 <= alpha <= 1:
         raise InputError(f"alpha must be in [0, 1], got {alpha!r}")
     cfg = _config(config)
     void = _void_label(cfg, ignore_index)
     indices = _check_indices(indices, cfg.num_classes, void)
-    rgb = _display_rgb(image)
+    rgb = _display_rgb(image, bands)
     if rgb.shape[:2] != indices.shape:
         raise InputError(
             f"image is {rgb.shape[1]}x{rgb.shape[0]} but the mask is "
@@ -452,6 +492,7 @@ def save_overlay(
     *,
     background: int | None = 0,
     ignore_index: int | None = None,
+    bands: Sequence[int] | None = None,
 ) -> None:
     """Write ``overlay(image, indices, config, alpha, ...)`` as a PNG (atomically).
 
@@ -461,7 +502,8 @@ def save_overlay(
     """
     _check_path("save_overlay(path, image, indices, config)", path)
     picture = overlay(
-        image, indices, config, alpha, background=background, ignore_index=ignore_index
-    )
+        image, indices, config, alpha, background=background, ignore_index=ignore_index,
+        bands=bands,
+    )  # fmt: skip
     with atomic_write(path, "wb") as handle:
         picture.save(cast("IO[bytes]", handle), format="PNG")

@@ -43,8 +43,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the masks")
     p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
+    p.add_argument(
+        "--bands", type=_bands, metavar="B[,B,B]",
+        help="image channels the overlays show, 0-based: one (grey) or three (red, green, blue), "
+        "e.g. 3,2,1 for Sentinel-2's true colour (default: the first three)",
+    )  # fmt: skip
     add_inference_flags(p, tiles=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _bands(text: str) -> tuple[int, ...]:
+    try:
+        bands = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 0-based channel numbers separated by commas (3,2,1), got {text!r}"
+        ) from None
+    if len(bands) not in (1, 3) or min(bands) < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected one or three channel numbers >= 0 (grey, or red,green,blue), got {text!r}"
+        )
+    return bands
 
 
 def _renumber(message: str, offset: int) -> str:
@@ -145,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
             for path, mask in zip(chunk, masks, strict=True):
                 save_mask(out / f"{path.stem}.png", mask, model)
                 if args.overlay:
-                    save_overlay(out / f"{path.stem}_overlay.png", path, mask, model)
+                    save_overlay(
+                        out / f"{path.stem}_overlay.png", path, mask, model, bands=args.bands
+                    )
             bar.update(len(chunk))
     extra = " and overlays" if args.overlay else ""
     print(f"wrote {len(files)} mask(s){extra} to {out}")

@@ -104,7 +104,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--in-channels",
         type=positive_int,
         metavar="C",
-        help="channels the model takes (default: from the images, 1 grey or 3 colour)",
+        help="channels the model takes (default: from the images: 1 grey, 3 colour, N bands)",
     )
     arg("--ignore-index", type=int, metavar="V", help="mask value marking pixels to skip, e.g. 255")
     arg(
