@@ -99,11 +99,11 @@ def leftover(
     return Path(name)
 
 
-def kill_9_when_flagged(script: Path, flag: Path, *args: str) -> None:
-    """Run ``script FLAG ARGS...`` and kill -9 it once it has written ``flag``.
+def kill_9_when_flagged(script: Path, flag: Path, *args: str, after: float = 0.0) -> None:
+    """Run ``script FLAG ARGS...`` and kill -9 it ``after`` seconds once it has written ``flag``.
 
     The script writes the flag where it wants to die (it then sleeps), so the kill lands at
-    a known point instead of after a guessed delay.
+    a known point instead of after a guessed delay; ``after`` > 0 lets it run on a while.
     """
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     child = subprocess.Popen([sys.executable, str(script), str(flag), *args], env=env)
@@ -113,6 +113,7 @@ def kill_9_when_flagged(script: Path, flag: Path, *args: str) -> None:
             assert child.poll() is None, "child exited before it could be killed"
             assert time.monotonic() < deadline, "child never reached the point to kill it at"
             time.sleep(0.05)
+        time.sleep(after)
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
     finally:

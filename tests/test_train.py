@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -541,21 +537,8 @@ CHILD = BUILD + textwrap.dedent(
 def test_kill_9_mid_run_then_resume_is_bit_identical(tmp_path: Path) -> None:
     script, flag, ckpt_dir = tmp_path / "child.py", tmp_path / "flag", tmp_path / "ckpt"
     script.write_text(CHILD)
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    child = subprocess.Popen([sys.executable, str(script), str(flag), str(ckpt_dir)], env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while not flag.exists():
-            assert child.poll() is None, "child exited before it could be killed"
-            assert time.monotonic() < deadline, "child never finished epoch 1"
-            time.sleep(0.05)
-        time.sleep(0.7)  # somewhere in epoch 2 (or writing its checkpoint)
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-    assert child.returncode == -signal.SIGKILL
+    # Somewhere in epoch 2 (or writing its checkpoint).
+    kill_9_when_flagged(script, flag, str(ckpt_dir), after=0.7)
 
     reference, data, val = build()
     fit(reference, data, val, epochs=4, **FAST)
