@@ -99,3 +99,20 @@ def test_ignore_index_that_is_the_binary_foreground_is_explained(tmp_path: Path)
     path = save(tmp_path, "m.png", blocks([0, 255]).astype(np.uint8))
     with pytest.raises(DatasetError, match=r"255.*0/255 binary.*leave ignore_index out"):
         codec_for([path], ignore_index=255)
+
+
+def test_dark_grey_levels_are_read_as_grey_with_a_hint_about_class_indices(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Index masks 0..10 of which these hold only 0, 1, 3, 5 and 8 look like five grey levels.
+    path = save(tmp_path, "m.png", blocks([0, 1, 3, 5, 8, 0]).astype(np.uint8))
+    with caplog.at_level("WARNING", logger="unetseg"):
+        codec = codec_for([path])
+    assert codec.encoding == "grey" and codec.num_classes == 5
+    assert "class indices with some classes absent, pass class_names" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="unetseg"):
+        codec = codec_for([save(tmp_path, "g.png", blocks([0, 85, 170, 255]).astype(np.uint8))])
+    assert codec.encoding == "grey" and "class_names" not in caplog.text  # visible greys: no hint
+    named = codec_for([path], class_names=[f"c{i}" for i in range(11)])
+    assert named.encoding == "index" and named.num_classes == 11

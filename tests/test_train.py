@@ -717,3 +717,21 @@ def test_one_sample_with_a_validation_fraction_says_how_to_train_without_one(
     argv = ["train", str(tmp_path / "images"), str(tmp_path / "masks"), "--out"]
     assert main([*argv, str(tmp_path / "m"), "--epochs", "1", "--depth", "1",
                  "--val-fraction", "0", "--no-progress"]) == 0  # fmt: skip
+
+
+def test_index_masks_lacking_classes_read_as_grey_name_class_names_not_a_smaller_model(
+    tmp_path: Path,
+) -> None:
+    # CamVid-style labels 0..10 plus void 11, where these images hold only 0, 1, 3, 5, 8:
+    # the values read as five grey levels, and "build UNet(num_classes=5)" would have
+    # trained a model whose class 2 is label 3.
+    mask = blocks([0, 1, 3, 5, 8, 11], (32, 48)).astype(np.uint8)
+    images = [np.zeros((32, 48, 3), np.uint8)] * 2
+    data = SegmentationDataset(images, [mask, mask], progress=False)
+    with pytest.raises(TrainingError, match=r"values \[0, 1, 3, 5, 8\].*class_names=\[\.\.\.\] \(11 names\) and ignore_index=11"):  # fmt: skip
+        fit(tiny(3, 11), data, epochs=1, ignore_index=11, **FAST)
+    names = [f"c{i}" for i in range(11)]
+    data = SegmentationDataset(images, [mask, mask], class_names=names, ignore_index=11)
+    model = tiny(3, 11)
+    fit(model, data, epochs=1, **FAST)
+    assert model.config.num_classes == 11 and model.config.mask_encoding == "index"

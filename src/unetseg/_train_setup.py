@@ -395,6 +395,7 @@ def check_compatible(
     """
     config = model.config
     meta: dict[str, Any] = dict(train_data.config_fields()) if is_keyed(train_data) else {}
+    _refuse_renumbered_indices(meta, int(config.num_classes))
     for name in ("in_channels", "num_classes"):
         if name in meta and meta[name] != getattr(config, name):
             raise TrainingError(
@@ -424,6 +425,28 @@ def check_compatible(
             list(config.image_mean), list(config.image_std or ()),
         )  # fmt: skip
     return meta
+
+
+def _refuse_renumbered_indices(meta: dict[str, Any], num_classes: int) -> None:
+    """Name the fix when class-index masks that lack some classes were read as grey levels.
+
+    Index masks 0..10 of which a data set holds only 0, 1, 3, 5 and 8 look like five grey
+    levels and are renumbered 0..4; "build the model with num_classes=5" would then train
+    a model whose class 2 is mask value 3.
+    """
+    values = meta.get("mask_values")
+    if meta.get("mask_encoding") != "grey" or not values or meta.get("num_classes") == num_classes:
+        return
+    if max(values) < num_classes:
+        void = meta.get("ignore_index")
+        also = f" and ignore_index={void}" if void is not None else ""
+        raise TrainingError(
+            f"the masks hold the values {list(values)}, read as {len(values)} grey levels "
+            f"(classes 0..{len(values) - 1}), but the model has num_classes={num_classes}; if "
+            f"the values are class indices (some classes absent from these masks), build the "
+            f"data set with class_names=[...] ({num_classes} names){also} so that value v is class "
+            f"v, or build the model with UNet(num_classes={len(values)}) to train the grey levels"
+        )
 
 
 def check_same_mapping(train_data: Any, val_data: Any) -> None:

@@ -277,6 +277,14 @@ def _scalar_codec(
                 "mask value 255 is taken as class %d; pass ignore_index=255 if it marks void pixels",
                 len(values) - 1,
             )
+        elif values[-1] < MAX_INDEX_CLASSES:
+            # Grey levels this dark are hard to tell apart by eye: more likely class indices
+            # of which some are absent from these masks.
+            logger.warning(
+                "mask values %s are read as %d grey levels, renumbered 0..%d; if they are "
+                "class indices with some classes absent, pass class_names (one per class)",
+                values, len(values), len(values) - 1,
+            )  # fmt: skip
     elif values[:-1] == list(range(len(values) - 1)) and len(values) <= MAX_INDEX_CLASSES:
         # Index masks plus one void value, e.g. VOC's 0..20 with 255 saved as "L" PNGs.
         raise DatasetError(
