@@ -719,9 +719,7 @@ def test_one_sample_with_a_validation_fraction_says_how_to_train_without_one(
                  "--val-fraction", "0", "--no-progress"]) == 0  # fmt: skip
 
 
-def test_index_masks_lacking_classes_read_as_grey_name_class_names_not_a_smaller_model(
-    tmp_path: Path,
-) -> None:
+def test_index_masks_lacking_classes_read_as_grey_name_class_names_not_a_smaller_model() -> None:
     # CamVid-style labels 0..10 plus void 11, where these images hold only 0, 1, 3, 5, 8:
     # the values read as five grey levels, and "build UNet(num_classes=5)" would have
     # trained a model whose class 2 is label 3.
