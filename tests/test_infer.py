@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import unetseg
 from unetseg import InputError, UNet
 from unetseg._utils import cpu_has_fast_bf16
 from unetseg.imaging import prepare_image
@@ -427,3 +428,90 @@ def test_channels_first_multi_band_arrays_and_npy_files_get_the_transpose_hint(
         segment(model, bands.transpose(1, 2, 0)),
         segment(model, np.load(tmp_path / "bands.npy").transpose(1, 2, 0)),
     )
+
+
+# --- segment_iter ----------------------------------------------------------------------
+
+
+def test_segment_iter_yields_what_segment_returns_in_order(tmp_path: Path) -> None:
+    model = tiny(num_classes=3)
+    rng = np.random.default_rng(7)
+    images: list[Any] = [rng.random((30, 41), dtype=np.float32) for _ in range(3)]
+    images.insert(1, rng.random((64, 64), dtype=np.float32))  # another size: its own batch
+    path = tmp_path / "x.png"
+    Image.fromarray(rng.integers(0, 256, (33, 35), dtype=np.uint8)).save(path)
+    images.append(path)
+    expected = segment(model, images, tile_size=None)
+    got = list(unetseg.segment_iter(model, images))
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Tiled images and probabilities come out the same way too.
+    tiled = list(unetseg.segment_iter(model, images[1:2], tile_size=32, return_probs=True))
+    reference = segment(model, images[1], tile_size=32, return_probs=True)
+    np.testing.assert_array_equal(tiled[0][0], reference[0])
+    np.testing.assert_allclose(tiled[0][1], reference[1], atol=1e-6)
+
+
+def test_segment_iter_reads_lazily_a_batch_at_a_time() -> None:
+    model = tiny()
+    rng = np.random.default_rng(8)
+    read: list[int] = []
+
+    def source() -> Iterator[np.ndarray]:
+        for i in range(7):
+            read.append(i)
+            yield rng.random((32, 32), dtype=np.float32)
+
+    masks = unetseg.segment_iter(model, source(), batch_size=2)
+    assert read == []  # nothing read until asked
+    first = next(masks)
+    assert first.shape == (32, 32)
+    # One batch of two, and the look-ahead image that showed the batch was full.
+    assert len(read) <= 3
+    assert len(list(masks)) == 6
+
+
+def test_segment_iter_restores_the_model_and_grad_mode_between_and_after() -> None:
+    model = tiny()
+    model.train()
+    images = [np.zeros((32, 32), np.float32)] * 3
+    masks = unetseg.segment_iter(model, images, batch_size=1)
+    next(masks)
+    # The caller's own code between masks runs with gradients, as it would anyway.
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    assert not model.training  # eval while the iterator is open
+    masks.close()  # abandoned half-way
+    assert model.training
+    list(unetseg.segment_iter(model, images))
+    assert model.training
+
+
+def test_segment_iter_error_names_the_position_after_yielding_the_masks_before() -> None:
+    model = tiny()
+    images: list[Any] = [np.zeros((32, 32), np.float32), np.zeros((32, 32), np.float32), "nope.png"]
+    masks = unetseg.segment_iter(model, images, batch_size=1)
+    assert next(masks).shape == (32, 32)
+    assert next(masks).shape == (32, 32)
+    with pytest.raises(InputError, match=r"images\[2\].*nope\.png"):
+        next(masks)
+    assert model.training  # put back on the error as well
+
+
+@pytest.mark.parametrize(
+    ("images", "kwargs", "message"),
+    [
+        ("scan.png", {}, "iterable of images"),
+        (np.zeros((8, 8), np.float32), {}, "iterable of images"),
+        ([], {"batch_size": 0}, "batch_size"),
+        ([], {"amp": "fp8"}, "amp"),
+        ([], {"device": "nonsense"}, "nonsense"),
+    ],
+)
+def test_segment_iter_checks_arguments_when_called(
+    images: Any, kwargs: dict[str, Any], message: str
+) -> None:
+    model = tiny()
+    with pytest.raises(InputError, match=message):
+        unetseg.segment_iter(model, images, **kwargs)  # no next(): raised at the call
+    assert list(unetseg.segment_iter(model, [])) == []

@@ -19,7 +19,7 @@ from .errors import (
     WeightsError,
 )
 from .history import History
-from .infer import segment
+from .infer import segment, segment_iter
 from .model import UNet
 from .train import fit
 from .visualize import colorize, overlay, save_mask, save_overlay, to_mask_values
@@ -47,5 +47,6 @@ __all__ = [
     "save_mask",
     "save_overlay",
     "segment",
+    "segment_iter",
     "to_mask_values",
 ]
