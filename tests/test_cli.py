@@ -328,6 +328,9 @@ def test_an_unreadable_input_names_itself_and_its_position(
     assert main([*argv, "--batch-size", "4", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: input 7") and "bad.png" in err
+    # The six good inputs before it were written as they were segmented.
+    written = sorted(p.name for p in (tmp_path / "p").iterdir())
+    assert written == [f"img{i}.png" for i in range(6)]
 
 
 @pytest.mark.parametrize("command", ["train", "segment", "evaluate"])
@@ -354,7 +357,7 @@ def test_ctrl_c_is_exit_130(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("unetseg.cli._segment.segment", interrupted)
+    monkeypatch.setattr("unetseg.cli._segment.segment_iter", interrupted)
     model, images, _ = trained
     assert (
         main(["segment", str(model), str(images), "--out", str(tmp_path), "--no-progress"]) == 130

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence, Sized
+from collections.abc import Generator, Iterable, Iterator, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,7 +342,7 @@ def segment_iter(
     return_probs: bool = False,
     max_memory: int = DEFAULT_MAX_MEMORY,
     progress: bool = True,
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """Segment images one after another, yielding each mask as soon as it is ready.
 
     ``segment(model, paths)`` returns every mask at once, so 10,000 slices of 512 x 512 hold
@@ -385,7 +385,7 @@ def _stream(
     device: str | torch.device | None,
     settings: _Settings,
     progress: bool,
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """``segment_iter``'s generator: the model is prepared at the first ``next()``."""
     with _inference_run(net, config, device, settings, progress) as runner:
         batches = runner._batches(images, is_list=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from .._utils import pick_device
 from ..errors import InputError
 from ..imaging import IMAGE_EXTENSIONS
-from ..infer import segment
+from ..infer import segment_iter
 from ..pairing import listing
 from ..visualize import save_mask, save_overlay
 from ._common import (
@@ -66,9 +66,9 @@ def _bands(text: str) -> tuple[int, ...]:
     return bands
 
 
-def _renumber(message: str, offset: int) -> str:
-    """``images[i]`` in a ``segment()`` message -> the position among all inputs."""
-    return re.sub(r"^images\[(\d+)\]", lambda m: f"input {offset + int(m[1]) + 1}", message)
+def _renumber(message: str) -> str:
+    """``images[i]`` (from 0) in a ``segment_iter()`` message -> ``input i+1``."""
+    return re.sub(r"^images\[(\d+)\]", lambda m: f"input {int(m[1]) + 1}", message)
 
 
 def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -138,36 +138,32 @@ def _check_inputs_survive(files: Sequence[Path], out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Segment every input, write its mask (and overlay), print a summary."""
-    from tqdm.auto import tqdm
-
     files = _expand_inputs(args.inputs)
     _check_unique_names(files, args.overlay)
     out = out_folder(args.out)
     _check_inputs_survive(files, out)
     model = load_model(args.model, pick_device(args.device, error=CommandError))
     out.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=len(files), unit="image", disable=args.no_progress) as bar:
-        for start in range(0, len(files), args.batch_size):
-            chunk = files[start : start + args.batch_size]
-            try:  # segment() and save_overlay() read .npy files as well as images
-                masks = segment(
-                    model,
-                    chunk,
-                    tile_size=args.tile_size,
-                    tta=args.tta,
-                    amp=args.amp,
-                    batch_size=args.batch_size,
-                    progress=not args.no_progress,
-                )
-            except InputError as err:  # segment() numbers inputs within this chunk
-                raise InputError(_renumber(str(err), start)) from None
-            for path, mask in zip(chunk, masks, strict=True):
-                save_mask(out / f"{path.stem}.png", mask, model)
-                if args.overlay:
-                    save_overlay(
-                        out / f"{path.stem}_overlay.png", path, mask, model, bands=args.bands
-                    )
-            bar.update(len(chunk))
+    # One stream: each mask is written as soon as its batch is done, and the masks of the
+    # inputs before an unreadable one are on disk when the command stops on it.
+    masks = segment_iter(  # reads .npy files as well as images, as save_overlay() does
+        model,
+        files,
+        tile_size=args.tile_size,
+        tta=args.tta,
+        amp=args.amp,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    try:
+        for path, mask in zip(files, masks, strict=True):
+            save_mask(out / f"{path.stem}.png", mask, model)
+            if args.overlay:
+                save_overlay(out / f"{path.stem}_overlay.png", path, mask, model, bands=args.bands)
+    except InputError as err:  # segment_iter() numbers inputs from 0
+        raise InputError(_renumber(str(err))) from None
+    finally:
+        masks.close()
     extra = " and overlays" if args.overlay else ""
     print(f"wrote {len(files)} mask(s){extra} to {out}")
     return EXIT_OK
