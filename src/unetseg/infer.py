@@ -323,9 +323,7 @@ def segment(
     if is_list and not items:
         return []
     settings = _Settings(tile_size, overlap, tta, amp, batch_size, return_probs, max_memory)
-    with _inference_run(net, config, device, settings, progress) as runner, torch.inference_mode():
-        results = runner.run(items, is_list)
-    out = [_output(result, return_probs) for result in results]
+    out = list(_stream(net, config, items, device, settings, progress, is_list=is_list))
     return out if is_list else out[0]
 
 
@@ -375,7 +373,7 @@ def segment_iter(
     net, config = _resolve_model(model)
     _placement(net, device, amp)  # a bad device or amp fails here, not at the first mask
     settings = _Settings(tile_size, overlap, tta, amp, batch_size, return_probs, max_memory)
-    return _stream(net, config, images, device, settings, progress)
+    return _stream(net, config, images, device, settings, progress, is_list=True)
 
 
 def _stream(
@@ -385,10 +383,15 @@ def _stream(
     device: str | torch.device | None,
     settings: _Settings,
     progress: bool,
+    *,
+    is_list: bool,
 ) -> Generator[Any, None, None]:
-    """``segment_iter``'s generator: the model is prepared at the first ``next()``."""
+    """Results in input order, a batch at a time; the model is prepared at the first ``next()``.
+
+    ``is_list``: messages name an image by its position (``images[i]``).
+    """
     with _inference_run(net, config, device, settings, progress) as runner:
-        batches = runner._batches(images, is_list=True)
+        batches = runner._batches(images, is_list)
         total = len(images) if isinstance(images, Sized) else None
         bar = tqdm(
             total=total,
@@ -573,22 +576,6 @@ class _Runner:
     max_memory: int
     return_probs: bool
     progress: bool
-
-    def run(self, items: Sequence[ImageInput], is_list: bool) -> list[_Result]:
-        results: list[_Result | None] = [None] * len(items)
-        bar = tqdm(
-            total=len(items),
-            desc="segment",
-            unit="image",
-            leave=False,
-            disable=not self.progress or len(items) < PROGRESS_MIN_IMAGES,
-        )
-        with bar:
-            for positions, batch in self._batches(items, is_list):
-                for position, result in zip(positions, batch, strict=True):
-                    results[position] = result
-                bar.update(len(positions))
-        return [r for r in results if r is not None]
 
     def _batches(
         self, items: Iterable[ImageInput], is_list: bool
